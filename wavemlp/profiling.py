@@ -4,6 +4,7 @@ The two disagree by design: thop adds up per-module hooks (convolutions and line
 counted as zero here, as the authors' script does), while torchprofile traces the graph and also
 counts element-wise multiplies, normalisation and pooling. See the README for the breakdown.
 """
+
 import warnings
 from typing import Dict, List, Optional
 
@@ -89,7 +90,8 @@ def format_table(rows: List[Dict[str, object]]) -> str:
     line = "| " + " | ".join(h.ljust(w) for h, w in zip(header, widths)) + " |"
     sep = "|" + "|".join("-" * (w + 2) for w in widths) + "|"
     out = [line, sep]
-    out += ["| " + " | ".join(c.rjust(w) if i else c.ljust(w) for i, (c, w) in enumerate(zip(b, widths))) + " |" for b in body]
+    for b in body:  # model names left-aligned, numbers right-aligned
+        out.append("| " + " | ".join(c.rjust(w) if i else c.ljust(w) for i, (c, w) in enumerate(zip(b, widths))) + " |")
     if rows and rows[0]["img_size"] != 224:
         out.append("(at {0}x{0}; paper figures are at 224x224)".format(rows[0]["img_size"]))
     return "\n".join(out)

@@ -5,24 +5,24 @@ other tools save ``model`` or a bare state_dict, often with DDP's ``module.`` pr
 Weights are never downloaded at run time: they come from a local file or a clear message says
 where to put one.
 """
+
 import os
 import pickle
+import warnings
 from pathlib import Path
 from typing import Dict, List, Mapping, Optional, Tuple
-import warnings
 
 import torch
 import torch.nn as nn
 
+from ..errors import KitError
+
 PRETRAINED_DIR_ENV = "WAVEMLP_PRETRAINED_DIR"
-RELEASE_HINT = (
-    "the authors' release of Wave-MLP (github.com/huawei-noah/Efficient-AI-Backbones, "
-    "wavemlp_pytorch)"
-)
+RELEASE_HINT = "the authors' release of Wave-MLP (github.com/huawei-noah/Efficient-AI-Backbones, wavemlp_pytorch)"
 _SHOW = 5  # keys shown per category in a mismatch message
 
 
-class CheckpointError(RuntimeError):
+class CheckpointError(KitError, RuntimeError):
     """A checkpoint that cannot be read or does not fit the model; the message is one line."""
 
 
@@ -34,24 +34,24 @@ def read_checkpoint(path) -> object:
     """
     path = Path(path)
     if not path.is_file():
-        raise CheckpointError("checkpoint file not found: {}".format(path))
+        raise CheckpointError(f"checkpoint file not found: {path}")
     try:
         return torch.load(str(path), map_location="cpu", weights_only=True)
     except pickle.UnpicklingError:
         warnings.warn(
-            "{} holds Python objects beyond tensors; loading it with full unpickling "
-            "(only load files you trust)".format(path)
+            f"{path} holds Python objects beyond tensors; loading it with full unpickling (only load files you trust)",
+            stacklevel=2,
         )
     except TypeError:  # torch < 1.13 has no weights_only
         pass
     except (RuntimeError, EOFError, OSError) as exc:
-        raise CheckpointError("cannot read checkpoint {}: {}".format(path, _first_line(exc)))
+        raise CheckpointError(f"cannot read checkpoint {path}: {_first_line(exc)}") from None
     try:
         return torch.load(str(path), map_location="cpu", weights_only=False)
     except TypeError:
         return torch.load(str(path), map_location="cpu")
     except Exception as exc:  # a truncated or foreign file: say which and why, in one line
-        raise CheckpointError("cannot read checkpoint {}: {}".format(path, _first_line(exc)))
+        raise CheckpointError(f"cannot read checkpoint {path}: {_first_line(exc)}") from None
 
 
 def _first_line(exc: BaseException) -> str:
@@ -62,12 +62,12 @@ def _first_line(exc: BaseException) -> str:
 def extract_state_dict(obj: object, use_ema: bool = False, source: str = "checkpoint") -> Dict[str, torch.Tensor]:
     """The model's weights out of any of the saved forms, without DDP's ``module.`` prefix."""
     if not isinstance(obj, Mapping):
-        raise CheckpointError("{} is not a state_dict or a dict holding one".format(source))
+        raise CheckpointError(f"{source} is not a state_dict or a dict holding one")
     if use_ema:
         for key in ("state_dict_ema", "model_ema", "ema"):
             if isinstance(obj.get(key), Mapping):
                 return strip_prefix(obj[key])
-        raise CheckpointError("{} holds no EMA weights (looked for state_dict_ema, model_ema, ema)".format(source))
+        raise CheckpointError(f"{source} holds no EMA weights (looked for state_dict_ema, model_ema, ema)")
     for key in ("state_dict", "model"):
         if isinstance(obj.get(key), Mapping):
             return strip_prefix(obj[key])
@@ -81,7 +81,7 @@ def extract_state_dict(obj: object, use_ema: bool = False, source: str = "checkp
 
 def strip_prefix(state_dict: Mapping[str, torch.Tensor], prefix: str = "module.") -> Dict[str, torch.Tensor]:
     if state_dict and all(k.startswith(prefix) for k in state_dict):
-        return {k[len(prefix):]: v for k, v in state_dict.items()}
+        return {k[len(prefix) :]: v for k, v in state_dict.items()}
     return dict(state_dict)
 
 
@@ -91,15 +91,18 @@ def check_fit(model: nn.Module, state_dict: Mapping[str, torch.Tensor], ignore: 
     missing = [k for k in own if k not in state_dict and not k.startswith(ignore)]
     unexpected = [k for k in state_dict if k not in own and not k.startswith(ignore)]
     shapes = [
-        "{} checkpoint {} vs model {}".format(k, tuple(state_dict[k].shape), tuple(own[k].shape))
+        f"{k} checkpoint {tuple(state_dict[k].shape)} vs model {tuple(own[k].shape)}"
         for k in own
         if k in state_dict and tuple(state_dict[k].shape) != tuple(own[k].shape)
     ]
     parts = []
     for label, items in (("missing", missing), ("unexpected", unexpected), ("shape conflicts", shapes)):
         if items:
-            parts.append("{} {} ({}{})".format(
-                len(items), label, "; ".join(items[:_SHOW]), "; ..." if len(items) > _SHOW else ""))
+            parts.append(
+                "{} {} ({}{})".format(
+                    len(items), label, "; ".join(items[:_SHOW]), "; ..." if len(items) > _SHOW else ""
+                )
+            )
     return ", ".join(parts) or None
 
 
@@ -120,7 +123,7 @@ def load_weights(
         hint = ""
         if not skip_head and "head." in problem:
             hint = " (another num_classes? load with skip_head=True to keep a fresh head)"
-        raise CheckpointError("{} does not fit the model: {}{}".format(source, problem, hint))
+        raise CheckpointError(f"{source} does not fit the model: {problem}{hint}")
     model.load_state_dict(state_dict, strict=not skip_head)
 
 
@@ -152,20 +155,24 @@ def resolve_pretrained(variant: str, checkpoint_path=None) -> Path:
     if checkpoint_path:
         path = Path(checkpoint_path).expanduser()
         if not path.is_file():
-            raise CheckpointError("checkpoint_path {} does not exist".format(path))
+            raise CheckpointError(f"checkpoint_path {path} does not exist")
         return path
     candidates = pretrained_search_path(variant)
     if not candidates:
-        raise CheckpointError(
-            "no released weights exist for {}; train it or pass checkpoint_path=FILE".format(variant))
+        raise CheckpointError(f"no released weights exist for {variant}; train it or pass checkpoint_path=FILE")
     for path in candidates:
         if path.is_file():
             return path
     raise CheckpointError(
         "pretrained weights for {} not found; put {} from {} in ${} or {} (looked at: {}), "
         "or pass checkpoint_path=FILE".format(
-            variant, candidates[0].name, RELEASE_HINT, PRETRAINED_DIR_ENV, cache_dir(),
-            ", ".join(str(p) for p in candidates))
+            variant,
+            candidates[0].name,
+            RELEASE_HINT,
+            PRETRAINED_DIR_ENV,
+            cache_dir(),
+            ", ".join(str(p) for p in candidates),
+        )
     )
 
 

@@ -1,14 +1,16 @@
 """``create_model``: one entry point taking the authors' names and timm-style names alike."""
+
 import difflib
 from typing import List
 
 import torch.nn as nn
 from timm.models import model_entrypoint
 
+from ..errors import KitError
 from .wavemlp import AUTHOR_NAMES
 
 
-class UnknownModelError(ValueError):
+class UnknownModelError(KitError, ValueError):
     pass
 
 
@@ -36,7 +38,7 @@ def create_model(
     num_classes: int = 1000,
     drop_rate: float = 0.0,
     drop_path_rate: float = 0.0,
-    **kwargs
+    **kwargs,
 ) -> nn.Module:
     """Build a Wave-MLP variant; with ``pretrained`` or ``checkpoint_path``, load local weights.
 
@@ -53,5 +55,5 @@ def create_model(
         num_classes=num_classes,
         drop_rate=drop_rate,
         drop_path_rate=drop_path_rate,
-        **kwargs
+        **kwargs,
     )

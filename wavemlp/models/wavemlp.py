@@ -6,6 +6,7 @@ names are a contract: they match the authors' released checkpoints key for key, 
 
 Runs inside vendor images: Python 3.8 syntax, torch >= 1.13, timm >= 0.9.
 """
+
 from typing import List, Optional, Sequence, Tuple, Union
 
 import torch
@@ -42,7 +43,7 @@ def _phase_branch(dim: int, mode: str) -> nn.Sequential:
     elif mode == "depthwise":
         conv = nn.Conv2d(dim, dim, 3, padding=1, groups=dim, bias=False)
     else:
-        raise ValueError("PATM mode must be 'fc' or 'depthwise', got {!r}".format(mode))
+        raise ValueError(f"PATM mode must be 'fc' or 'depthwise', got {mode!r}")
     return nn.Sequential(conv, nn.BatchNorm2d(dim), nn.ReLU(inplace=True))
 
 
@@ -150,7 +151,7 @@ class WaveMLP(nn.Module):
     ):
         super().__init__()
         if global_pool not in ("avg", ""):
-            raise ValueError("global_pool must be 'avg' or '', got {!r}".format(global_pool))
+            raise ValueError(f"global_pool must be 'avg' or '', got {global_pool!r}")
         self.num_classes = num_classes
         self.global_pool = global_pool
         self.num_features = embed_dims[-1]
@@ -178,7 +179,7 @@ class WaveMLP(nn.Module):
             ]
             block_idx += depth
             network.append(nn.Sequential(*blocks))
-            self.feature_info.append(dict(num_chs=embed_dims[i], reduction=reduction, module="network.{}".format(2 * i)))
+            self.feature_info.append(dict(num_chs=embed_dims[i], reduction=reduction, module=f"network.{2 * i}"))
             if i < len(layers) - 1:
                 network.append(ConvNormDown(embed_dims[i], embed_dims[i + 1], 3, 2, 1, norm_layer=down_norm))
                 reduction *= 2
@@ -304,8 +305,12 @@ VARIANTS = {
     "wavemlp_s": dict(layers=(2, 3, 10, 3), mlp_ratios=(4, 4, 4, 4), mode="fc", norm="group", down_norm=True),
     "wavemlp_m": dict(layers=(3, 4, 18, 3), mlp_ratios=(8, 8, 4, 4), mode="fc", norm="group", down_norm=False),
     "wavemlp_b": dict(
-        layers=(2, 2, 18, 2), embed_dims=(96, 192, 384, 768), mlp_ratios=(4, 4, 4, 4), mode="fc",
-        norm="group", down_norm=False,
+        layers=(2, 2, 18, 2),
+        embed_dims=(96, 192, 384, 768),
+        mlp_ratios=(4, 4, 4, 4),
+        mode="fc",
+        norm="group",
+        down_norm=False,
     ),
 }
 AUTHOR_NAMES = {
@@ -331,7 +336,7 @@ def _cfg(crop_pct: float = 0.9, **kwargs):
         first_conv="patch_embed.proj",
         classifier="head",
         license="mit",
-        **kwargs
+        **kwargs,
     )
 
 
@@ -374,7 +379,7 @@ def _feature_wrapper(model: WaveMLP, out_indices) -> nn.Module:
     try:
         from timm.models._features import FeatureGetterNet
     except ImportError:  # timm < 1.0 has no getter-based feature wrapper
-        raise RuntimeError("features_only=True needs timm >= 1.0 (FeatureGetterNet)")
+        raise RuntimeError("features_only=True needs timm >= 1.0 (FeatureGetterNet)") from None
     cfg = model.pretrained_cfg
     wrapped = FeatureGetterNet(model, out_indices=out_indices)
     wrapped.pretrained_cfg = wrapped.default_cfg = cfg
@@ -388,8 +393,9 @@ def _register(variant: str):
     entrypoint.__name__ = variant
     entrypoint.__qualname__ = variant
     entrypoint.__module__ = __name__
-    entrypoint.__doc__ = "{} ({}).".format(AUTHOR_NAMES[variant], ", ".join(
-        "{}={}".format(k, v) for k, v in VARIANTS[variant].items()))
+    entrypoint.__doc__ = "{} ({}).".format(
+        AUTHOR_NAMES[variant], ", ".join(f"{k}={v}" for k, v in VARIANTS[variant].items())
+    )
     return register_model(entrypoint)
 
 

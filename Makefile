@@ -1,0 +1,41 @@
+# wavemlp-kit: every target works on a fresh clone and creates the virtual environment when missing.
+SHELL := /bin/bash
+.SHELLFLAGS := -eu -o pipefail -c
+.DEFAULT_GOAL := help
+
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+WMLP := $(VENV)/bin/wmlp
+# The dev/CI torch: these exact builds lie on the CI machines' disk (see README, "Development").
+TORCH_PINS ?= torch==2.14.1 torchvision==0.29.1
+STAMP := $(VENV)/.installed
+PYTEST_ARGS ?=
+GPU ?= cpu
+
+.PHONY: help install test lint demo clean
+
+help:  ## list the targets
+	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
+
+$(STAMP): pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q $(TORCH_PINS)
+	$(PY) -m pip install -q -e '.[dev]'
+	@touch $@
+
+install: $(STAMP)  ## create .venv with torch and the kit (editable, with dev tools)
+
+test: $(STAMP)  ## run the test suite (starts its own Slurm cluster and Docker engine where installed)
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+lint: $(STAMP)  ## ruff, and vermin: the package runs inside vendor images on Python 3.8
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/vermin -q -t=3.8- --no-tips --violations --eval-annotations --backport dataclasses --exclude-regex '^\.venv' wavemlp
+
+demo: $(STAMP)  ## the model zoo table: params and MACs of every variant
+	$(WMLP) profile --model all
+
+clean:  ## remove the virtual environment and build leftovers (runs/ is kept)
+	rm -rf $(VENV) build *.egg-info .pytest_cache .ruff_cache
