@@ -3,6 +3,7 @@
 It shares no code with ``wavemlp.models``: if both agree, the module tree computes what the spec
 says (cos/sin order, the (B, C, 3) softmax layout, BatchNorm in the phase branch, norms per variant).
 """
+
 import torch
 import torch.nn.functional as F
 
@@ -33,6 +34,7 @@ def _patm(x, sd, p, dw):
     th = F.relu(_bn(_conv(x, sd, p + ".theta_h_conv.0", **kw), sd, p + ".theta_h_conv.1"))
     tw = F.relu(_bn(_conv(x, sd, p + ".theta_w_conv.0", **kw), sd, p + ".theta_w_conv.1"))
     xh, xw, c = _conv(x, sd, p + ".fc_h"), _conv(x, sd, p + ".fc_w"), _conv(x, sd, p + ".fc_c")
+
     # The grouped conv written as a dense one: output channel k reads concatenation channels 2k and
     # 2k+1, where channel j < C is amp*cos(theta)[j] and channel j >= C is amp*sin(theta)[j - C].
     def token_mix(amp, theta, weight, padding):

@@ -1,4 +1,5 @@
 """`wmlp profile`: exact parameter counts and both MAC counters within 1% of the spec's figures."""
+
 import json
 import subprocess
 

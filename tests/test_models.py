@@ -1,4 +1,5 @@
 """The Wave-MLP family: exact state_dict contract, forward semantics, checkpoints, timm integration."""
+
 import argparse
 
 import pytest
@@ -6,7 +7,7 @@ import timm
 import torch
 
 import wavemlp
-from wavemlp.models import CheckpointError, UnknownModelError, VARIANTS, drop_path_rates
+from wavemlp.models import VARIANTS, CheckpointError, UnknownModelError, drop_path_rates
 from wavemlp.models.wavemlp import WaveBlock
 
 from .reference_wavemlp import reference_forward
@@ -172,7 +173,10 @@ def test_pretrained_found_in_env_folder_and_through_timm(tmp_path, monkeypatch):
     src = _randomise(wavemlp.create_model("wavemlp_t_dw"))
     torch.save({"state_dict": src.state_dict()}, weights / "WaveMLP_T_dw.pth.tar")
     monkeypatch.setenv("WAVEMLP_PRETRAINED_DIR", str(weights))
-    for model in (wavemlp.create_model("WaveMLP_T_dw", pretrained=True), timm.create_model("wavemlp_t_dw", pretrained=True)):
+    for model in (
+        wavemlp.create_model("WaveMLP_T_dw", pretrained=True),
+        timm.create_model("wavemlp_t_dw", pretrained=True),
+    ):
         assert torch.equal(model.head.weight, src.head.weight)
 
 

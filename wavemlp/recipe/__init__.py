@@ -1,0 +1,16 @@
+"""Recipes: YAML files -> one validated, typed ``Recipe`` that train, render and image builds share."""
+
+from .loader import LoadedRecipe, RecipeError, dump_recipe, find_recipe, load_recipe, shipped_recipes, validate
+from .schema import Recipe, seed_flag_table
+
+__all__ = [
+    "LoadedRecipe",
+    "Recipe",
+    "RecipeError",
+    "dump_recipe",
+    "find_recipe",
+    "load_recipe",
+    "seed_flag_table",
+    "shipped_recipes",
+    "validate",
+]
