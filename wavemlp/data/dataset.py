@@ -23,6 +23,8 @@ import torch
 from PIL import Image
 from torch.utils.data import Dataset
 
+from ..errors import KitError
+
 try:  # public since torch 1.11; the private path covers older vendor builds
     from torch.utils.data import default_collate
 except ImportError:  # pragma: no cover
@@ -32,7 +34,7 @@ IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".ppm", ".pgm", ".tif", ".t
 BAD_IMAGE_MODES = ("skip", "fail")
 
 
-class DataError(ValueError):
+class DataError(KitError, ValueError):
     """A dataset that cannot be used as given; the message is one line and names the path."""
 
 
