@@ -221,8 +221,11 @@ def needs_slurm() -> None:
 @pytest.mark.slurm
 @pytest.mark.usefixtures("needs_slurm")
 def test_stop_cleans_up_and_is_idempotent(tmp_path: Path) -> None:
-    cluster = LocalSlurmCluster(tmp_path / "c", nodes=1, gpus_per_node=1)
+    # More CPUs than this machine has: config_overrides lets fake nodes be as big as a test needs.
+    cluster = LocalSlurmCluster(tmp_path / "c", nodes=1, gpus_per_node=1, cpus_per_node=16, memory_mb=4096)
     with cluster:
+        node = cluster.node_info()["n1"]
+        assert (node["CPUTot"], node["RealMemory"], node["Gres"]) == ("16", "4096", "gpu:1")
         assert len(_hosts_lines_for(cluster.workdir)) == 1
         pids = _pid_files(cluster)
         assert set(pids) == {"munged", "slurmctld", "slurmd-n1"}

@@ -40,6 +40,7 @@ __all__ = [
     "SlurmCommandError",
     "SlurmStartError",
     "missing_slurm_binaries",
+    "parse_scontrol_record",
     "require_slurm",
     "slurm_cluster",
 ]
@@ -187,15 +188,14 @@ def _port_is_free(port: int) -> bool:
     return True
 
 
-def _pick_ports(count: int, avoid: Iterable[int] = ()) -> list[int]:
+def _pick_ports(count: int) -> list[int]:
     """``count`` distinct currently-free TCP ports, starting at a random point so parallel sessions differ."""
     low, high = _PORT_RANGE
-    avoided = set(avoid)
     start = random.randrange(low, high)
     ports: list[int] = []
     for offset in range(high - low):
         port = low + (start - low + offset) % (high - low)
-        if port not in avoided and _port_is_free(port):
+        if _port_is_free(port):
             ports.append(port)
             if len(ports) == count:
                 return ports
@@ -231,6 +231,7 @@ class LocalSlurmCluster:
         gpus_per_node: int = 8,
         cpus_per_node: int = 2,
         *,
+        memory_mb: int = 262144,
         cred_expire: int = 5,
         start_timeout: float = 60.0,
         extra_conf: Mapping[str, str] | None = None,
@@ -241,6 +242,7 @@ class LocalSlurmCluster:
         self.nodes = nodes
         self.gpus_per_node = gpus_per_node
         self.cpus_per_node = cpus_per_node
+        self.memory_mb = memory_mb
         self.cred_expire = cred_expire
         self.start_timeout = start_timeout
         self.extra_conf = dict(extra_conf or {})
@@ -574,7 +576,7 @@ class LocalSlurmCluster:
         node_gres = f" Gres=gpu:{self.gpus_per_node}" if self.gpus_per_node else ""
         node_lines = [
             f"NodeName={name} NodeHostname={host} NodeAddr=127.0.0.1 Port={port} CPUs={self.cpus_per_node} "
-            f"RealMemory=1024{node_gres} State=UNKNOWN"
+            f"RealMemory={self.memory_mb}{node_gres} State=UNKNOWN"
             for name, port in zip(self.node_names, self.slurmd_ports, strict=True)
         ]
         node_list = f"n[1-{self.nodes}]" if self.nodes > 1 else "n1"
@@ -604,6 +606,8 @@ class LocalSlurmCluster:
             "SchedulerType": "sched/backfill",
             "SchedulerParameters": "sched_interval=1,bf_interval=1",
             # Nodes report this host's real CPUs/memory; config_overrides makes the fake sizes win.
+            # Memory is not a consumable resource (CR_Core), so RealMemory only has to be large
+            # enough for the --mem requests of real-looking job scripts to be accepted.
             "SlurmdParameters": "config_overrides",
             "ReturnToService": "2",
             "GresTypes": "gpu",
