@@ -1,0 +1,97 @@
+"""What the launch and sbatch scripts need from a recipe: the trainer's arguments, env, vendor, image.
+
+Runs on login nodes and inside images: Python 3.8 syntax, no torch.
+"""
+
+import posixpath
+import re
+from pathlib import Path
+from typing import Dict, List, NamedTuple, Sequence
+
+from ..recipe import LoadedRecipe, Recipe, find_recipe, load_recipe, shipped_recipes
+from .quoting import RenderError, quote
+
+# Variables a shell reads as code or syntax: exported from a recipe they would run or reshape commands
+# (bash evaluates BASH_ENV, and PS4 under xtrace, with command substitution).
+_SHELL_OWNED = {"ENV", "SHELLOPTS", "BASHOPTS", "IFS", "CDPATH", "GLOBIGNORE", "PS1", "PS2", "PS4", "PROMPT_COMMAND",
+                "POSIXLY_CORRECT"}
+# Set per process by torchrun or Slurm: a recipe value would be overwritten or, worse, believed.
+_LAUNCHER_OWNED = {"RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "GROUP_RANK", "GROUP_WORLD_SIZE",
+                   "ROLE_RANK", "ROLE_WORLD_SIZE", "NODE_RANK", "MASTER_ADDR", "MASTER_PORT"}
+_LAUNCHER_PREFIXES = ("SLURM_", "SBATCH_", "SALLOC_", "SRUN_", "TORCHELASTIC_")
+
+
+class Target(NamedTuple):
+    loaded: LoadedRecipe
+    ref: str  # what the scripts hand to `wmlp train --recipe`
+    sets: List[str]
+    vendor: str  # nvidia, iluvatar or cpu
+
+    @property
+    def recipe(self) -> Recipe:
+        return self.loaded.recipe
+
+    @property
+    def name(self) -> str:
+        return self.loaded.name
+
+    @property
+    def env(self) -> Dict[str, str]:
+        return dict(sorted(self.recipe.env.items()))
+
+    def train_args(self) -> List[List[str]]:
+        """``train`` arguments up to the run folder, flag and value together (the scripts add the run folder)."""
+        return [["--recipe", self.ref]] + [["--set", text] for text in self.sets]
+
+    def run_name(self) -> str:
+        """``<train.output>/<train.experiment or recipe name>``: the default run folder, or its prefix."""
+        t = self.recipe.train
+        return posixpath.join(t.output, t.experiment or self.name)
+
+    def image_ref(self) -> str:
+        i = self.recipe.image
+        return "{}:{}".format(i.name, i.tag) if i.tag else i.name
+
+
+def recipe_ref(given: str, loaded: LoadedRecipe) -> str:
+    """A shipped recipe by its name (images carry their own copy); any other by its absolute path."""
+    path = loaded.chain[-1]
+    shipped = shipped_recipes()
+    if shipped.get(loaded.name) == path:
+        return loaded.name
+    return str(Path(path).resolve())
+
+
+def check_env(env: Dict[str, str]) -> None:
+    for name in env:
+        if name in _SHELL_OWNED or name.startswith("BASH_"):
+            raise RenderError(
+                "env.{}: the shell reads this variable as code or syntax; set it outside the recipe".format(name)
+            )
+        if name in _LAUNCHER_OWNED or name.startswith(_LAUNCHER_PREFIXES):
+            raise RenderError("env.{}: torchrun and Slurm set this variable for every process".format(name))
+
+
+def vendor_of(recipe: Recipe) -> str:
+    if recipe.hardware.vendor:
+        return recipe.hardware.vendor
+    return "cpu" if recipe.hardware.device == "cpu" else "nvidia"
+
+
+def load_target(ref: str, sets: Sequence[str] = ()) -> Target:
+    find_recipe(ref)  # the not-found error, before anything else
+    loaded = load_recipe(ref, list(sets))
+    check_env(loaded.recipe.env)
+    return Target(loaded, recipe_ref(ref, loaded), list(sets), vendor_of(loaded.recipe))
+
+
+def check_mounts(mounts: Sequence[str], source: str) -> List[str]:
+    """``SRC[:DST[:OPTS]]`` strings; a comma would split one into two for pyxis, so it is refused."""
+    out = []
+    for m in mounts:
+        if not m or m.startswith(":") or re.search(r"[,\x00-\x1f\x7f]", m):
+            raise RenderError(
+                "{}: {} is not a mount (SRC[:DST[:OPTIONS]], no commas or control characters)".format(source, quote(m))
+            )
+        out.append(m)
+    return out
