@@ -41,8 +41,12 @@ def profile(model: str, img_size: int, fmt: str) -> None:
 # --- recipes in, runs out -----------------------------------------------------------------------------
 
 set_option = click.option(
-    "--set", "overrides", multiple=True, metavar="KEY=VALUE",
-    help="Override a recipe value, e.g. --set train.epochs=1 (repeatable; the value is read as YAML).")
+    "--set",
+    "overrides",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help="Override a recipe value, e.g. --set train.epochs=1 (repeatable; the value is read as YAML).",
+)
 
 
 def default_run_dir(recipe, recipe_name: str) -> Path:
@@ -56,20 +60,34 @@ def default_run_dir(recipe, recipe_name: str) -> Path:
 
 
 @cli.command()
-@click.option("--recipe", "-r", "recipe_ref", default="cpu-demo", show_default=True,
-              help="Recipe file or shipped recipe name (wmlp recipes list).")
+@click.option(
+    "--recipe",
+    "-r",
+    "recipe_ref",
+    default="cpu-demo",
+    show_default=True,
+    help="Recipe file or shipped recipe name (wmlp recipes list).",
+)
 @set_option
 @click.option("--data", "data_path", default=None, help="Dataset root (overrides data.path).")
-@click.option("--run-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
-              help="Run folder [default: train.output/train.experiment, or <recipe>-<job id|time>].")
-@click.option("--resume", default=None, metavar="auto|none|FILE",
-              help="auto: newest valid checkpoint in the run folder; none: fresh [default: train.resume].")
+@click.option(
+    "--run-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Run folder [default: train.output/train.experiment, or <recipe>-<job id|time>].",
+)
+@click.option(
+    "--resume",
+    default=None,
+    metavar="auto|none|FILE",
+    help="auto: newest valid checkpoint in the run folder; none: fresh [default: train.resume].",
+)
 def train(recipe_ref: str, overrides, data_path, run_dir, resume) -> None:
     """Train a model from a recipe. Exits 75 after a preemption checkpoint (requeue and --resume auto)."""
     from .engine.trainer import train as run_training
     from .recipe import load_recipe
 
-    overrides = list(overrides) + (["data.path={}".format(data_path)] if data_path else [])
+    overrides = list(overrides) + ([f"data.path={data_path}"] if data_path else [])
     loaded = load_recipe(recipe_ref, overrides)
     recipe = loaded.recipe
     run_dir = run_dir or default_run_dir(recipe, loaded.name)
@@ -90,15 +108,29 @@ def train(recipe_ref: str, overrides, data_path, run_dir, resume) -> None:
 @click.option("--img-size", default=None, type=click.IntRange(32), help="Override the input size.")
 @click.option("--crop-pct", default=None, type=click.FloatRange(0.1, 1.0), help="Override the crop fraction.")
 @click.option("--json", "json_out", default=None, type=click.Path(dir_okay=False), help="Also write the result here.")
-def eval_cmd(model_name, checkpoint, data_path, split, batch_size, use_ema, workers, device, img_size, crop_pct,
-             json_out) -> None:
+def eval_cmd(
+    model_name, checkpoint, data_path, split, batch_size, use_ema, workers, device, img_size, crop_pct, json_out
+) -> None:
     """Top-1/top-5 of a checkpoint (released or trained) with the model's preprocessing."""
     from .engine.evaluate import evaluate_checkpoint
 
-    m = evaluate_checkpoint(model_name, checkpoint, data_path, split=split, batch_size=batch_size, use_ema=use_ema,
-                            workers=workers, device=device, img_size=img_size, crop_pct=crop_pct)
-    click.echo("{} ({} weights) on {} [{} images]: top-1 {:.2f}  top-5 {:.2f}  loss {:.4f}".format(
-        m["model"], m["weights"], Path(data_path) / split, m["count"], m["top1"], m["top5"], m["loss"]))
+    m = evaluate_checkpoint(
+        model_name,
+        checkpoint,
+        data_path,
+        split=split,
+        batch_size=batch_size,
+        use_ema=use_ema,
+        workers=workers,
+        device=device,
+        img_size=img_size,
+        crop_pct=crop_pct,
+    )
+    click.echo(
+        "{} ({} weights) on {} [{} images]: top-1 {:.2f}  top-5 {:.2f}  loss {:.4f}".format(
+            m["model"], m["weights"], Path(data_path) / split, m["count"], m["top1"], m["top5"], m["loss"]
+        )
+    )
     if json_out:
         Path(json_out).write_text(json.dumps(m, indent=2))
 
@@ -117,8 +149,11 @@ def data_demo(out_dir: str, image_size: int) -> None:
 
     info = write_demo_dataset(out_dir, image_size=image_size)
     state = "written" if info.get("written") else "already present"
-    click.echo("{}: {} train / {} val images, {} classes ({})".format(
-        out_dir, info["train"], info["val"], info["num_classes"], state))
+    click.echo(
+        "{}: {} train / {} val images, {} classes ({})".format(
+            out_dir, info["train"], info["val"], info["num_classes"], state
+        )
+    )
 
 
 def main(argv=None) -> None:

@@ -6,6 +6,7 @@ CoreX devices appear through torch's CUDA API; the vendor's own markers tell the
 
 Runs inside images: Python 3.8 syntax, torch >= 1.13.
 """
+
 import contextlib
 import os
 import re

@@ -2,6 +2,7 @@
 
 Runs inside images: Python 3.8 syntax.
 """
+
 from typing import Dict, Iterator
 
 import torch
@@ -33,8 +34,9 @@ def build_eval_loader(dataset, dist_info, batch_size: int, workers: int, pin_mem
 
 
 @torch.no_grad()
-def evaluate(model: nn.Module, loader, device: torch.device, precision: str = "fp32",
-             channels_last: bool = False) -> Dict[str, float]:
+def evaluate(
+    model: nn.Module, loader, device: torch.device, precision: str = "fp32", channels_last: bool = False
+) -> Dict[str, float]:
     was_training = model.training
     model.eval()
     loss_sum, correct1, correct5, count, skipped = 0.0, 0.0, 0.0, 0.0, 0.0
@@ -59,16 +61,28 @@ def evaluate(model: nn.Module, loader, device: torch.device, precision: str = "f
         count += targets.numel()
     loss_sum, correct1, correct5, count, skipped = distributed.all_reduce_sum(
         [loss_sum, correct1, correct5, count, skipped],
-        device if (device.type == "cuda" and distributed.dist.is_initialized()) else None)
+        device if (device.type == "cuda" and distributed.dist.is_initialized()) else None,
+    )
     model.train(was_training)
     n = max(count, 1.0)
-    return dict(top1=100.0 * correct1 / n, top5=100.0 * correct5 / n, loss=loss_sum / n, count=int(count),
-                skipped=int(skipped))
+    return dict(
+        top1=100.0 * correct1 / n, top5=100.0 * correct5 / n, loss=loss_sum / n, count=int(count), skipped=int(skipped)
+    )
 
 
-def evaluate_checkpoint(model_name: str, checkpoint: str, data: str, split: str = "val", batch_size: int = 128,
-                        use_ema: bool = False, workers: int = 4, device: str = "auto", img_size=None,
-                        crop_pct=None, interpolation=None) -> Dict[str, object]:
+def evaluate_checkpoint(
+    model_name: str,
+    checkpoint: str,
+    data: str,
+    split: str = "val",
+    batch_size: int = 128,
+    use_ema: bool = False,
+    workers: int = 4,
+    device: str = "auto",
+    img_size=None,
+    crop_pct=None,
+    interpolation=None,
+) -> Dict[str, object]:
     """Top-1/top-5 of a checkpoint file (the authors' releases as they are, or this kit's).
 
     Preprocessing follows, in order: the flags; the recipe saved in one of this kit's checkpoints
@@ -88,25 +102,52 @@ def evaluate_checkpoint(model_name: str, checkpoint: str, data: str, split: str 
     model = create_model(resolve_name(model_name), num_classes=num_classes)
     load_weights(model, state, source=str(checkpoint))
     cfg = resolve_data_config({}, model=model)
-    pre = dict(img_size=cfg["input_size"][-1], crop_pct=cfg["crop_pct"], interpolation=cfg["interpolation"],
-               mean=tuple(cfg["mean"]), std=tuple(cfg["std"]))
+    pre = dict(
+        img_size=cfg["input_size"][-1],
+        crop_pct=cfg["crop_pct"],
+        interpolation=cfg["interpolation"],
+        mean=tuple(cfg["mean"]),
+        std=tuple(cfg["std"]),
+    )
     saved = raw.get("recipe") if isinstance(raw, dict) else None
     if isinstance(saved, str):
         rec = yaml.safe_load(saved)
-        pre.update(img_size=rec["model"]["img_size"], crop_pct=rec["data"]["crop_pct"],
-                   interpolation=rec["data"]["interpolation"], mean=tuple(rec["data"]["mean"]),
-                   std=tuple(rec["data"]["std"]))
+        pre.update(
+            img_size=rec["model"]["img_size"],
+            crop_pct=rec["data"]["crop_pct"],
+            interpolation=rec["data"]["interpolation"],
+            mean=tuple(rec["data"]["mean"]),
+            std=tuple(rec["data"]["std"]),
+        )
     for key, value in (("img_size", img_size), ("crop_pct", crop_pct), ("interpolation", interpolation)):
         if value is not None:
             pre[key] = value
-    transform = build_transforms(dict(pre, train_interpolation=pre["interpolation"], auto_augment=None,
-                                      color_jitter=0.0, reprob=0.0, remode="pixel", recount=1, hflip=0.0,
-                                      vflip=0.0, scale=(0.08, 1.0), ratio=(0.75, 4 / 3)), False)
+    transform = build_transforms(
+        dict(
+            pre,
+            train_interpolation=pre["interpolation"],
+            auto_augment=None,
+            color_jitter=0.0,
+            reprob=0.0,
+            remode="pixel",
+            recount=1,
+            hflip=0.0,
+            vflip=0.0,
+            scale=(0.08, 1.0),
+            ratio=(0.75, 4 / 3),
+        ),
+        False,
+    )
     dataset = ImageDataset(data, split, transform=transform)
     dev = devices.resolve_device(device)
     model.to(dev)
     loader = build_eval_loader(dataset, distributed.DistInfo(), batch_size, workers, dev.type == "cuda")
     metrics = evaluate(model, loader, dev, "fp32")
-    metrics.update(model=model_name, checkpoint=str(checkpoint), split=split, weights="ema" if use_ema else "model",
-                   **{k: (list(v) if isinstance(v, tuple) else v) for k, v in pre.items()})
+    metrics.update(
+        model=model_name,
+        checkpoint=str(checkpoint),
+        split=split,
+        weights="ema" if use_ema else "model",
+        **{k: (list(v) if isinstance(v, tuple) else v) for k, v in pre.items()},
+    )
     return metrics

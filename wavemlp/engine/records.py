@@ -2,6 +2,7 @@
 
 Runs inside images: Python 3.8 syntax.
 """
+
 import csv
 import io
 import json
@@ -15,9 +16,24 @@ from typing import Dict, List
 from ..resources import repo_root
 
 EPOCH_FIELDS = [
-    "epoch", "global_step", "lr", "train_loss", "top1", "top5", "eval_loss", "ema_top1", "ema_top5", "ema_eval_loss",
-    "img_s_per_device", "img_s_total", "data_time_share", "peak_mem_mb", "epoch_time_s", "skipped_images",
-    "world_size", "precision",
+    "epoch",
+    "global_step",
+    "lr",
+    "train_loss",
+    "top1",
+    "top5",
+    "eval_loss",
+    "ema_top1",
+    "ema_top5",
+    "ema_eval_loss",
+    "img_s_per_device",
+    "img_s_total",
+    "data_time_share",
+    "peak_mem_mb",
+    "epoch_time_s",
+    "skipped_images",
+    "world_size",
+    "precision",
 ]
 
 

@@ -2,6 +2,7 @@
 
 Runs inside images: Python 3.8 syntax.
 """
+
 import sys
 import time
 from pathlib import Path
@@ -19,11 +20,11 @@ class _Progress:
             return
         post = {}
         if loss is not None:
-            post["loss"] = "{:.4f}".format(loss)
+            post["loss"] = f"{loss:.4f}"
         if lr is not None:
-            post["lr"] = "{:.2e}".format(lr)
+            post["lr"] = f"{lr:.2e}"
         if img_s is not None:
-            post["img/s"] = "{:.1f}".format(img_s)
+            post["img/s"] = f"{img_s:.1f}"
         self.bar.set_postfix(post, refresh=False)
         self.bar.update(1)
 
@@ -48,7 +49,7 @@ class RunLog:
             return
         line = "wmlp: {}{}".format("" if level == "info" else level + ": ", msg)
         if all_ranks and self.rank != 0:
-            line = "wmlp[rank {}]: {}".format(self.rank, msg)
+            line = f"wmlp[rank {self.rank}]: {msg}"
         print(line, file=sys.stderr if level != "info" else sys.stdout, flush=True)
         if self.fh is not None:
             self.fh.write("{} {}\n".format(time.strftime("%H:%M:%S"), line))

@@ -7,6 +7,7 @@ a batch script that traps the signal can touch ``<run_dir>/.preempt`` on the sha
 
 Runs inside images: Python 3.8 syntax.
 """
+
 import os
 import signal
 from pathlib import Path
@@ -44,7 +45,7 @@ class StopRequest:
     @property
     def requested(self) -> bool:
         if self.received is None and self.stop_file is not None and self.stop_file.exists():
-            self.received = "stop file {}".format(self.stop_file)
+            self.received = f"stop file {self.stop_file}"
         return self.received is not None
 
     def clear_stop_file(self) -> None:

@@ -8,6 +8,7 @@ Determinism, so that a resumed run equals an uninterrupted one bit for bit (on t
 
 Runs inside images: Python 3.8 syntax, torch >= 1.13, timm >= 0.9.16.
 """
+
 import hashlib
 import math
 import shlex
@@ -60,10 +61,21 @@ def _unwrap(model: nn.Module) -> nn.Module:
 def data_cfg(recipe: Recipe) -> Dict[str, object]:
     a, d = recipe.augment, recipe.data
     return dict(
-        img_size=recipe.model.img_size, interpolation=d.interpolation, train_interpolation=a.train_interpolation,
-        mean=tuple(d.mean), std=tuple(d.std), crop_pct=d.crop_pct, auto_augment=a.auto_augment or None,
-        color_jitter=a.color_jitter, reprob=a.reprob, remode=a.remode, recount=a.recount, hflip=a.hflip,
-        vflip=a.vflip, scale=tuple(a.scale), ratio=tuple(a.ratio),
+        img_size=recipe.model.img_size,
+        interpolation=d.interpolation,
+        train_interpolation=a.train_interpolation,
+        mean=tuple(d.mean),
+        std=tuple(d.std),
+        crop_pct=d.crop_pct,
+        auto_augment=a.auto_augment or None,
+        color_jitter=a.color_jitter,
+        reprob=a.reprob,
+        remode=a.remode,
+        recount=a.recount,
+        hflip=a.hflip,
+        vflip=a.vflip,
+        scale=tuple(a.scale),
+        ratio=tuple(a.ratio),
     )
 
 
@@ -91,8 +103,7 @@ def _make_optimizer(model: nn.Module, recipe: Recipe):
         kwargs["betas"] = tuple(o.opt_betas)
     if o.fused:
         kwargs["fused"] = True
-    return create_optimizer_v2(model, opt=o.opt, lr=o.lr, weight_decay=o.weight_decay, momentum=o.momentum,
-                               **kwargs)
+    return create_optimizer_v2(model, opt=o.opt, lr=o.lr, weight_decay=o.weight_decay, momentum=o.momentum, **kwargs)
 
 
 def _make_scheduler(optimizer, recipe: Recipe):
@@ -100,8 +111,14 @@ def _make_scheduler(optimizer, recipe: Recipe):
 
     s = recipe.sched
     scheduler, num_epochs = create_scheduler_v2(
-        optimizer, sched=s.sched, num_epochs=recipe.train.epochs, decay_epochs=s.decay_epochs,
-        decay_rate=s.decay_rate, min_lr=s.min_lr, warmup_lr=s.warmup_lr, warmup_epochs=s.warmup_epochs,
+        optimizer,
+        sched=s.sched,
+        num_epochs=recipe.train.epochs,
+        decay_epochs=s.decay_epochs,
+        decay_rate=s.decay_rate,
+        min_lr=s.min_lr,
+        warmup_lr=s.warmup_lr,
+        warmup_epochs=s.warmup_epochs,
         cooldown_epochs=s.cooldown_epochs,
     )
     return scheduler, num_epochs
@@ -113,9 +130,16 @@ def _make_mixup(recipe: Recipe):
         return None
     from timm.data import Mixup
 
-    return Mixup(mixup_alpha=a.mixup, cutmix_alpha=a.cutmix, cutmix_minmax=a.cutmix_minmax, prob=a.mixup_prob,
-                 switch_prob=a.mixup_switch_prob, mode=a.mixup_mode, label_smoothing=a.smoothing,
-                 num_classes=recipe.model.num_classes)
+    return Mixup(
+        mixup_alpha=a.mixup,
+        cutmix_alpha=a.cutmix,
+        cutmix_minmax=a.cutmix_minmax,
+        prob=a.mixup_prob,
+        switch_prob=a.mixup_switch_prob,
+        mode=a.mixup_mode,
+        label_smoothing=a.smoothing,
+        num_classes=recipe.model.num_classes,
+    )
 
 
 def _make_loss(recipe: Recipe, mixup) -> nn.Module:
@@ -129,8 +153,14 @@ def _make_loss(recipe: Recipe, mixup) -> nn.Module:
 
 
 class Trainer:
-    def __init__(self, recipe: Recipe, run_dir: Path, resume: str = "", recipe_name: str = "recipe",
-                 argv: Optional[List[str]] = None):
+    def __init__(
+        self,
+        recipe: Recipe,
+        run_dir: Path,
+        resume: str = "",
+        recipe_name: str = "recipe",
+        argv: Optional[List[str]] = None,
+    ):
         self.recipe = recipe
         self.run_dir = Path(run_dir)
         self.resume = resume
@@ -161,8 +191,9 @@ class Trainer:
         import random
 
         random.seed(seed)
-        self.ckpt = CheckpointManager(self.run_dir, keep_best=r.train.checkpoint_hist,
-                                      higher_is_better=r.train.eval_metric != "loss")
+        self.ckpt = CheckpointManager(
+            self.run_dir, keep_best=r.train.checkpoint_hist, higher_is_better=r.train.eval_metric != "loss"
+        )
         self.stop = StopRequest(r.train.requeue_signals, self.run_dir / STOP_FILE_NAME).install()
 
     def _build_data(self) -> None:
@@ -173,37 +204,68 @@ class Trainer:
             raise KitError("data.path: no dataset given (set it in the recipe or pass --data DIR)")
         root = Path(r.data.path).expanduser()
         cfg = data_cfg(r)
-        self.train_set = ImageDataset(str(root), r.data.train_split, transform=build_transforms(cfg, True),
-                                      on_bad_image=r.data.on_bad_image)
-        self.val_set = ImageDataset(str(root), r.data.val_split, transform=build_transforms(cfg, False),
-                                    on_bad_image=r.data.on_bad_image, class_to_idx=self.train_set.class_to_idx)
+        self.train_set = ImageDataset(
+            str(root), r.data.train_split, transform=build_transforms(cfg, True), on_bad_image=r.data.on_bad_image
+        )
+        self.val_set = ImageDataset(
+            str(root),
+            r.data.val_split,
+            transform=build_transforms(cfg, False),
+            on_bad_image=r.data.on_bad_image,
+            class_to_idx=self.train_set.class_to_idx,
+        )
         if self.train_set.num_classes > r.model.num_classes:
-            raise KitError("model.num_classes: {} is fewer than the {} classes in {}".format(
-                r.model.num_classes, self.train_set.num_classes, root))
+            raise KitError(
+                f"model.num_classes: {r.model.num_classes} is fewer than the {self.train_set.num_classes} classes in {root}"
+            )
         seed = r.train.seed + self.dist.rank
-        self.sampler = EpochSampler(len(self.train_set), self.dist.world_size, self.dist.rank, shuffle=True,
-                                    seed=seed, repeated_aug=r.augment.repeated_aug, drop_last=True)
-        self.train_loader = build_loader(self.train_set, self.sampler, r.train.batch_size, r.data.workers,
-                                         r.data.pin_memory and self.device.type == "cuda", True,
-                                         prefetch_factor=r.data.prefetch_factor, seed=seed)
-        self.val_loader = build_eval_loader(self.val_set, self.dist, r.train.batch_size, r.data.workers,
-                                            r.data.pin_memory and self.device.type == "cuda")
+        self.sampler = EpochSampler(
+            len(self.train_set),
+            self.dist.world_size,
+            self.dist.rank,
+            shuffle=True,
+            seed=seed,
+            repeated_aug=r.augment.repeated_aug,
+            drop_last=True,
+        )
+        self.train_loader = build_loader(
+            self.train_set,
+            self.sampler,
+            r.train.batch_size,
+            r.data.workers,
+            r.data.pin_memory and self.device.type == "cuda",
+            True,
+            prefetch_factor=r.data.prefetch_factor,
+            seed=seed,
+        )
+        self.val_loader = build_eval_loader(
+            self.val_set,
+            self.dist,
+            r.train.batch_size,
+            r.data.workers,
+            r.data.pin_memory and self.device.type == "cuda",
+        )
         self.steps_per_epoch = self.sampler.epoch_length // r.train.batch_size
         if r.train.max_steps_per_epoch:
             self.steps_per_epoch = min(self.steps_per_epoch, r.train.max_steps_per_epoch)
         if self.steps_per_epoch < 1:
-            raise KitError("train.batch_size: {} is more than the {} training samples per rank".format(
-                r.train.batch_size, self.sampler.epoch_length))
+            raise KitError(
+                f"train.batch_size: {r.train.batch_size} is more than the {self.sampler.epoch_length} training samples per rank"
+            )
 
     def _build_model(self) -> None:
         from ..models import create_model
 
         r = self.recipe
-        model = create_model(r.model.name, pretrained=r.model.pretrained,
-                             checkpoint_path=r.model.initial_checkpoint or None, num_classes=r.model.num_classes,
-                             drop_rate=r.model.drop_rate, drop_path_rate=r.model.drop_path_rate,
-                             skip_head=bool(r.model.pretrained or r.model.initial_checkpoint)
-                             and r.model.num_classes != 1000)
+        model = create_model(
+            r.model.name,
+            pretrained=r.model.pretrained,
+            checkpoint_path=r.model.initial_checkpoint or None,
+            num_classes=r.model.num_classes,
+            drop_rate=r.model.drop_rate,
+            drop_path_rate=r.model.drop_path_rate,
+            skip_head=bool(r.model.pretrained or r.model.initial_checkpoint) and r.model.num_classes != 1000,
+        )
         model.to(self.device)
         if r.model.channels_last:
             model.to(memory_format=torch.channels_last)
@@ -250,21 +312,27 @@ class Trainer:
     def _restore(self) -> Position:
         if self.resume in ("", "none"):
             if self.ckpt.last_files():
-                raise KitError("run folder {} already holds checkpoints: pass --resume auto to continue it, or "
-                               "choose another --run-dir".format(self.run_dir))
+                raise KitError(
+                    f"run folder {self.run_dir} already holds checkpoints: pass --resume auto to continue it, or "
+                    "choose another --run-dir"
+                )
             return Position()
         if self.resume == "auto":
             found = self.ckpt.latest_valid(log=self.log.warn)
             if found is None:
-                self.log.info("resume auto: no checkpoint in {}, starting fresh".format(self.ckpt.dir))
+                self.log.info(f"resume auto: no checkpoint in {self.ckpt.dir}, starting fresh")
                 return Position()
             path, state = found
         else:
             path = Path(self.resume)
             state = load_state(path)
         if state.get("world_size", self.dist.world_size) != self.dist.world_size and state["step"]:
-            raise KitError("{}: saved mid-epoch with {} ranks; resume it with the same number of ranks".format(
-                path, state["world_size"]))
+            raise KitError(
+                "{}: saved mid-epoch with {} ranks; resume it with the same number of ranks".format(
+                    path, state["world_size"]
+                )
+            )
+        self._check_compatible(path, state)
         self.model.load_state_dict(state["state_dict"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
@@ -276,12 +344,25 @@ class Trainer:
         set_rng_state(state["rng"])
         self.best_metric = state.get("best_metric")
         pos = Position(int(state["epoch"]), int(state["step"]), int(state["global_step"]))
-        self.log.info("resumed from {} at epoch {} step {} (global step {})".format(
-            path, pos.epoch, pos.step, pos.global_step))
+        self.log.info(f"resumed from {path} at epoch {pos.epoch} step {pos.step} (global step {pos.global_step})")
         if self.is_main:  # records after the checkpoint belong to a run that is being replayed
             truncate_jsonl(self.run_dir / "steps.jsonl", lambda rec: rec["global_step"] <= pos.global_step)
             truncate_jsonl(self.run_dir / "metrics.jsonl", lambda rec: rec["epoch"] < pos.epoch)
         return pos
+
+    def _check_compatible(self, path: Path, state: Dict[str, object]) -> None:
+        """Settings whose change would make the saved optimizer/model state meaningless."""
+        import yaml
+
+        saved = yaml.safe_load(state.get("recipe") or "{}") or {}
+        now = self.recipe.to_dict()
+        for section, key in (("model", "name"), ("model", "num_classes"), ("optim", "opt")):
+            before = saved.get(section, {}).get(key, now[section][key])
+            if before != now[section][key]:
+                raise KitError(
+                    f"{section}.{key}: the checkpoint {path} was trained with {before!r}, the recipe now says {now[section][key]!r}; resume "
+                    "needs the same value (or start a new run folder)"
+                )
 
     def _write_run_files(self) -> None:
         if not self.is_main:
@@ -304,12 +385,11 @@ class Trainer:
             self.best_metric = None
             pos = self._restore()
             self._write_run_files()
-            self.log.info("training {} on {} x {} ({}, {}), {} steps/epoch, epochs {}..{}".format(
-                self.recipe.model.name, self.dist.world_size, self.device.type, self.device_info.vendor,
-                self.precision, self.steps_per_epoch, pos.epoch, self.num_epochs - 1))
+            self.log.info(
+                f"training {self.recipe.model.name} on {self.dist.world_size} x {self.device.type} ({self.device_info.vendor}, {self.precision}), {self.steps_per_epoch} steps/epoch, epochs {pos.epoch}..{self.num_epochs - 1}"
+            )
             code = self._loop(pos)
-            self.log.info("rank {} weights sha256 {}".format(self.dist.rank, weights_checksum(self.model)),
-                          all_ranks=True)
+            self.log.info(f"rank {self.dist.rank} weights sha256 {weights_checksum(self.model)}", all_ranks=True)
             return code
         finally:
             self.stop.uninstall()
@@ -352,7 +432,7 @@ class Trainer:
         lr = float(self.optimizer.param_groups[0]["lr"])
         loss_sum, seen, skipped, data_time, n_steps = 0.0, 0, 0, 0.0, 0
         t_epoch = time.perf_counter()
-        progress = self.log.progress(total=self.steps_per_epoch, initial=pos.step, desc="epoch {}".format(pos.epoch))
+        progress = self.log.progress(total=self.steps_per_epoch, initial=pos.step, desc=f"epoch {pos.epoch}")
         t_data = time.perf_counter()
         for batch in self.train_loader:
             if pos.step >= self.steps_per_epoch:
@@ -367,23 +447,40 @@ class Trainer:
             seen += n
             n_steps += 1
             nonfinite = loss_value is not None and not math.isfinite(loss_value)
-            stop, bad = distributed.all_reduce_sum([float(self.stop.requested), float(nonfinite)],
-                                                   self._reduce_device())
+            stop, bad = distributed.all_reduce_sum(
+                [float(self.stop.requested), float(nonfinite)], self._reduce_device()
+            )
             if bad:
                 last = self.ckpt.last_files()
-                self.log.error("non-finite loss ({}) at epoch {} step {}; stopping. The last good checkpoint is "
-                               "{}".format(loss_value, pos.epoch, pos.step, last[0] if last else "(none yet)"))
+                self.log.error(
+                    "non-finite loss ({}) at epoch {} step {}; stopping. The last good checkpoint is {}".format(
+                        loss_value, pos.epoch, pos.step, last[0] if last else "(none yet)"
+                    )
+                )
                 progress.close()
                 return "nonfinite", {}
             if loss_value is not None:
                 loss_sum += loss_value * n
             if self.is_main:
-                append_jsonl(self.run_dir / "steps.jsonl", dict(
-                    epoch=pos.epoch, step=pos.step, global_step=pos.global_step, loss=loss_value, lr=lr,
-                    batch=n, skipped=n_bad))
+                append_jsonl(
+                    self.run_dir / "steps.jsonl",
+                    dict(
+                        epoch=pos.epoch,
+                        step=pos.step,
+                        global_step=pos.global_step,
+                        loss=loss_value,
+                        lr=lr,
+                        batch=n,
+                        skipped=n_bad,
+                    ),
+                )
             progress.update(loss=loss_value, lr=lr, img_s=seen / max(time.perf_counter() - t_epoch, 1e-9))
-            if (r.train.checkpoint_every_steps and pos.global_step % r.train.checkpoint_every_steps == 0
-                    and pos.step < self.steps_per_epoch and self.is_main):
+            if (
+                r.train.checkpoint_every_steps
+                and pos.global_step % r.train.checkpoint_every_steps == 0
+                and pos.step < self.steps_per_epoch
+                and self.is_main
+            ):
                 self.ckpt.save_last(self._state(pos), pos.epoch, pos.step)
             if stop:
                 progress.close()
@@ -395,11 +492,18 @@ class Trainer:
         totals = distributed.all_reduce_sum([loss_sum, float(seen), float(skipped)], self._reduce_device())
         world = self.dist.world_size
         return "done", dict(
-            global_step=pos.global_step, lr=lr, train_loss=totals[0] / max(totals[1], 1.0),
-            img_s_per_device=seen / elapsed if elapsed else 0.0, img_s_total=totals[1] / elapsed if elapsed else 0.0,
+            global_step=pos.global_step,
+            lr=lr,
+            train_loss=totals[0] / max(totals[1], 1.0),
+            img_s_per_device=seen / elapsed if elapsed else 0.0,
+            img_s_total=totals[1] / elapsed if elapsed else 0.0,
             data_time_share=data_time / elapsed if elapsed else 0.0,
-            peak_mem_mb=devices.peak_memory_mb(self.device), epoch_time_s=elapsed, skipped_images=int(totals[2]),
-            world_size=world, precision=self.precision, steps=n_steps,
+            peak_mem_mb=devices.peak_memory_mb(self.device),
+            epoch_time_s=elapsed,
+            skipped_images=int(totals[2]),
+            world_size=world,
+            precision=self.precision,
+            steps=n_steps,
         )
 
     def _train_step(self, images: torch.Tensor, targets: torch.Tensor, pos: Position) -> Optional[float]:
@@ -452,8 +556,7 @@ class Trainer:
         m = evaluate(self.model, self.val_loader, self.device, self.precision, self.recipe.model.channels_last)
         out.update(top1=m["top1"], top5=m["top5"], eval_loss=m["loss"])
         if self.ema is not None:
-            e = evaluate(self.ema.module, self.val_loader, self.device, self.precision,
-                         self.recipe.model.channels_last)
+            e = evaluate(self.ema.module, self.val_loader, self.device, self.precision, self.recipe.model.channels_last)
             out.update(ema_top1=e["top1"], ema_top5=e["top5"], ema_eval_loss=e["loss"])
         return out
 
@@ -465,7 +568,8 @@ class Trainer:
 
     def _save_epoch_end(self, pos: Position, metric: float) -> None:
         better = self.best_metric is None or (
-            metric > self.best_metric if self.recipe.train.eval_metric != "loss" else metric < self.best_metric)
+            metric > self.best_metric if self.recipe.train.eval_metric != "loss" else metric < self.best_metric
+        )
         if better:
             self.best_metric = metric
         state = self._state(pos)
@@ -480,14 +584,20 @@ class Trainer:
         distributed.barrier()
         if self.is_main:
             self.stop.clear_stop_file()
-        self.log.info("preempted ({}): checkpoint at epoch {} step {} saved; exiting {} for requeue".format(
-            self.stop.received, pos.epoch, pos.step, REQUEUE_EXIT_CODE))
+        self.log.info(
+            f"preempted ({self.stop.received}): checkpoint at epoch {pos.epoch} step {pos.step} saved; exiting {REQUEUE_EXIT_CODE} for requeue"
+        )
         return REQUEUE_EXIT_CODE
 
     @staticmethod
     def _epoch_line(rec: Dict[str, object]) -> str:
-        parts = ["epoch {}".format(rec["epoch"]), "loss {:.4f}".format(rec["train_loss"]), "lr {:.3g}".format(rec["lr"]),
-                 "top1 {:.2f}".format(rec["top1"]), "top5 {:.2f}".format(rec["top5"])]
+        parts = [
+            "epoch {}".format(rec["epoch"]),
+            "loss {:.4f}".format(rec["train_loss"]),
+            "lr {:.3g}".format(rec["lr"]),
+            "top1 {:.2f}".format(rec["top1"]),
+            "top5 {:.2f}".format(rec["top5"]),
+        ]
         if "ema_top1" in rec:
             parts.append("ema top1 {:.2f}".format(rec["ema_top1"]))
         parts += ["{:.1f} img/s".format(rec["img_s_total"]), "{:.1f}s".format(rec["epoch_time_s"])]
@@ -496,6 +606,7 @@ class Trainer:
         return ", ".join(parts)
 
 
-def train(recipe: Recipe, run_dir: Path, resume: str = "", recipe_name: str = "recipe",
-          argv: Optional[List[str]] = None) -> int:
+def train(
+    recipe: Recipe, run_dir: Path, resume: str = "", recipe_name: str = "recipe", argv: Optional[List[str]] = None
+) -> int:
     return Trainer(recipe, run_dir, resume, recipe_name, argv).run()
