@@ -216,7 +216,8 @@ class Trainer:
         )
         if self.train_set.num_classes > r.model.num_classes:
             raise KitError(
-                f"model.num_classes: {r.model.num_classes} is fewer than the {self.train_set.num_classes} classes in {root}"
+                f"model.num_classes: {r.model.num_classes} is fewer than the "
+                f"{self.train_set.num_classes} classes in {root}"
             )
         seed = r.train.seed + self.dist.rank
         self.sampler = EpochSampler(
@@ -250,7 +251,8 @@ class Trainer:
             self.steps_per_epoch = min(self.steps_per_epoch, r.train.max_steps_per_epoch)
         if self.steps_per_epoch < 1:
             raise KitError(
-                f"train.batch_size: {r.train.batch_size} is more than the {self.sampler.epoch_length} training samples per rank"
+                f"train.batch_size: {r.train.batch_size} is more than the "
+                f"{self.sampler.epoch_length} training samples per rank"
             )
 
     def _build_model(self) -> None:
@@ -360,7 +362,8 @@ class Trainer:
             before = saved.get(section, {}).get(key, now[section][key])
             if before != now[section][key]:
                 raise KitError(
-                    f"{section}.{key}: the checkpoint {path} was trained with {before!r}, the recipe now says {now[section][key]!r}; resume "
+                    f"{section}.{key}: the checkpoint {path} was trained with {before!r}, "
+                    f"the recipe now says {now[section][key]!r}; resume "
                     "needs the same value (or start a new run folder)"
                 )
 
@@ -386,7 +389,9 @@ class Trainer:
             pos = self._restore()
             self._write_run_files()
             self.log.info(
-                f"training {self.recipe.model.name} on {self.dist.world_size} x {self.device.type} ({self.device_info.vendor}, {self.precision}), {self.steps_per_epoch} steps/epoch, epochs {pos.epoch}..{self.num_epochs - 1}"
+                f"training {self.recipe.model.name} on {self.dist.world_size} x {self.device.type} "
+                f"({self.device_info.vendor}, {self.precision}), {self.steps_per_epoch} steps/epoch, "
+                f"epochs {pos.epoch}..{self.num_epochs - 1}"
             )
             code = self._loop(pos)
             self.log.info(f"rank {self.dist.rank} weights sha256 {weights_checksum(self.model)}", all_ranks=True)
@@ -397,7 +402,6 @@ class Trainer:
             distributed.shutdown()
 
     def _loop(self, pos: Position) -> int:
-        r = self.recipe
         if pos.epoch > 0 or pos.step > 0:
             self.scheduler.step(pos.epoch)
         while pos.epoch < self.num_epochs:
@@ -585,7 +589,8 @@ class Trainer:
         if self.is_main:
             self.stop.clear_stop_file()
         self.log.info(
-            f"preempted ({self.stop.received}): checkpoint at epoch {pos.epoch} step {pos.step} saved; exiting {REQUEUE_EXIT_CODE} for requeue"
+            f"preempted ({self.stop.received}): checkpoint at epoch {pos.epoch} step {pos.step} saved; "
+            f"exiting {REQUEUE_EXIT_CODE} for requeue"
         )
         return REQUEUE_EXIT_CODE
 
