@@ -1,4 +1,5 @@
 """The data package on real files: demo writer, dataset checks, bad images, samplers, loaders."""
+
 import io
 import itertools
 import math
@@ -72,6 +73,7 @@ def _tree(root):
 
 
 # ---------------------------------------------------------------- demo writer
+
 
 def test_demo_layout_and_split(demo_root):
     files = _tree(demo_root)
@@ -151,6 +153,7 @@ def test_demo_incomplete_is_rewritten(tmp_path):
 
 # ---------------------------------------------------------------- dataset validation
 
+
 def _case_missing_split(root):
     return root / "train", {}
 
@@ -224,11 +227,24 @@ def _case_bad_class_to_idx(root):
     return "labels must be 0..2", {"class_to_idx": {"a": 0, "b": 1, "c": 5}}
 
 
-@pytest.mark.parametrize("case", [
-    _case_missing_split, _case_no_class_folders, _case_empty_class, _case_list_missing_file,
-    _case_label_out_of_range, _case_negative_label, _case_label_not_int, _case_duplicate, _case_malformed,
-    _case_empty_list, _case_label_folder_mismatch, _case_unknown_class_folder, _case_bad_class_to_idx,
-])
+@pytest.mark.parametrize(
+    "case",
+    [
+        _case_missing_split,
+        _case_no_class_folders,
+        _case_empty_class,
+        _case_list_missing_file,
+        _case_label_out_of_range,
+        _case_negative_label,
+        _case_label_not_int,
+        _case_duplicate,
+        _case_malformed,
+        _case_empty_list,
+        _case_label_folder_mismatch,
+        _case_unknown_class_folder,
+        _case_bad_class_to_idx,
+    ],
+)
 def test_data_errors(tmp_path, case):
     expected, kwargs = case(tmp_path)
     with pytest.raises(DataError) as info:
@@ -268,6 +284,7 @@ def test_scan_order_and_extensions(tmp_path):
 
 # ---------------------------------------------------------------- bad images
 
+
 @pytest.fixture
 def bad_root(tmp_path):
     _make_folder_dataset(tmp_path, classes=("a", "b"), per_class=3)
@@ -294,8 +311,9 @@ def test_bad_images_skipped_and_counted(bad_root):
     images, targets, skipped = collate_skip_bad([ds[i] for i in range(len(ds))])
     assert skipped == 2 and images.shape == (4, 3, 16, 16) and targets.tolist() == [0, 0, 1, 1]
 
-    loader = build_loader(ds, EpochSampler(len(ds), shuffle=False), batch_size=3, workers=0, pin_memory=False,
-                          is_training=True)
+    loader = build_loader(
+        ds, EpochSampler(len(ds), shuffle=False), batch_size=3, workers=0, pin_memory=False, is_training=True
+    )
     batches = list(loader)
     assert [b[2] for b in batches] == [1, 1]
     assert sum(len(b[1]) for b in batches) == 4
@@ -327,6 +345,7 @@ def test_bad_images_fail_mode(bad_root):
 
 # ---------------------------------------------------------------- samplers
 
+
 def _indices(sampler):
     return [i for i, _ in sampler]
 
@@ -337,8 +356,9 @@ def test_epoch_sampler_matches_distributed_sampler(n, world, drop_last):
         for rank in range(world):
             ours = EpochSampler(n, num_replicas=world, rank=rank, seed=42, drop_last=drop_last)
             ours.set_epoch(epoch)
-            ref = DistributedSampler(range(n), num_replicas=world, rank=rank, shuffle=True, seed=42,
-                                     drop_last=drop_last)
+            ref = DistributedSampler(
+                range(n), num_replicas=world, rank=rank, shuffle=True, seed=42, drop_last=drop_last
+            )
             ref.set_epoch(epoch)
             assert _indices(ours) == list(ref)
             assert len(ours) == len(ref)
@@ -356,7 +376,7 @@ def test_epoch_sampler_coverage_and_determinism():
     assert sorted(_indices(EpochSampler(n, world, 2, shuffle=False))) == list(range(2, n, 4))
 
     seeds = [sd for r in range(world) for _, sd in EpochSampler(n, world, r, seed=7)]
-    assert len(set(seeds)) == len(seeds) and all(0 <= sd < 2 ** 32 for sd in seeds)
+    assert len(set(seeds)) == len(seeds) and all(0 <= sd < 2**32 for sd in seeds)
     assert list(EpochSampler(n, world, 1, seed=7))[5][1] == sample_seed(7, 0, 1, 5)
 
 
@@ -449,6 +469,7 @@ def test_sampler_leaves_global_rng_alone():
 
 
 # ---------------------------------------------------------------- seeded transforms and loaders
+
 
 def test_seeded_getitem_is_reproducible(demo_root):
     cfg = default_data_cfg(img_size=32, reprob=1.0)  # erasing always on: torch's RNG is exercised too

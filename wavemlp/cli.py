@@ -5,7 +5,10 @@ render scripts start fast and work on a login node without torch.
 """
 
 import json
+import os
 import sys
+import time
+from pathlib import Path
 
 import click
 
@@ -33,6 +36,124 @@ def profile(model: str, img_size: int, fmt: str) -> None:
         raise click.BadParameter("must be divisible by 32", param_hint="--img-size")
     rows = profile_all(None if model == "all" else [model], img_size=img_size)
     click.echo(json.dumps(rows, indent=2) if fmt == "json" else format_table(rows))
+
+
+# --- recipes in, runs out -----------------------------------------------------------------------------
+
+set_option = click.option(
+    "--set",
+    "overrides",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help="Override a recipe value, e.g. --set train.epochs=1 (repeatable; the value is read as YAML).",
+)
+
+
+def default_run_dir(recipe, recipe_name: str) -> Path:
+    """runs/<experiment>, else runs/<recipe>-<job id or time>: the same on every rank of one launch."""
+    if recipe.train.experiment:
+        name = recipe.train.experiment
+    else:
+        job = os.environ.get("SLURM_JOB_ID") or os.environ.get("TORCHELASTIC_RUN_ID")
+        name = "{}-{}".format(recipe_name, job if job and job != "none" else time.strftime("%Y%m%d-%H%M%S"))
+    return Path(recipe.train.output) / name
+
+
+@cli.command()
+@click.option(
+    "--recipe",
+    "-r",
+    "recipe_ref",
+    default="cpu-demo",
+    show_default=True,
+    help="Recipe file or shipped recipe name (wmlp recipes list).",
+)
+@set_option
+@click.option("--data", "data_path", default=None, help="Dataset root (overrides data.path).")
+@click.option(
+    "--run-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Run folder [default: train.output/train.experiment, or <recipe>-<job id|time>].",
+)
+@click.option(
+    "--resume",
+    default=None,
+    metavar="auto|none|FILE",
+    help="auto: newest valid checkpoint in the run folder; none: fresh [default: train.resume].",
+)
+def train(recipe_ref: str, overrides, data_path, run_dir, resume) -> None:
+    """Train a model from a recipe. Exits 75 after a preemption checkpoint (requeue and --resume auto)."""
+    from .engine.trainer import train as run_training
+    from .recipe import load_recipe
+
+    overrides = list(overrides) + ([f"data.path={data_path}"] if data_path else [])
+    loaded = load_recipe(recipe_ref, overrides)
+    recipe = loaded.recipe
+    run_dir = run_dir or default_run_dir(recipe, loaded.name)
+    resume = resume if resume is not None else recipe.train.resume
+    code = run_training(recipe, run_dir, resume=resume, recipe_name=loaded.name, argv=sys.argv)
+    sys.exit(code)
+
+
+@cli.command("eval")
+@click.option("--model", "model_name", required=True, help="Variant name, e.g. WaveMLP_T_dw.")
+@click.option("--checkpoint", required=True, type=click.Path(dir_okay=False), help="Checkpoint file.")
+@click.option("--data", "data_path", required=True, type=click.Path(file_okay=False), help="Dataset root.")
+@click.option("--split", default="val", show_default=True)
+@click.option("--batch-size", default=128, show_default=True, type=click.IntRange(1))
+@click.option("--use-ema", is_flag=True, help="Evaluate the EMA weights of a training checkpoint.")
+@click.option("--workers", default=4, show_default=True, type=click.IntRange(0))
+@click.option("--device", default="auto", show_default=True, type=click.Choice(["auto", "cuda", "cpu"]))
+@click.option("--img-size", default=None, type=click.IntRange(32), help="Override the input size.")
+@click.option("--crop-pct", default=None, type=click.FloatRange(0.1, 1.0), help="Override the crop fraction.")
+@click.option("--json", "json_out", default=None, type=click.Path(dir_okay=False), help="Also write the result here.")
+def eval_cmd(
+    model_name, checkpoint, data_path, split, batch_size, use_ema, workers, device, img_size, crop_pct, json_out
+) -> None:
+    """Top-1/top-5 of a checkpoint (released or trained) with the model's preprocessing."""
+    from .engine.evaluate import evaluate_checkpoint
+
+    m = evaluate_checkpoint(
+        model_name,
+        checkpoint,
+        data_path,
+        split=split,
+        batch_size=batch_size,
+        use_ema=use_ema,
+        workers=workers,
+        device=device,
+        img_size=img_size,
+        crop_pct=crop_pct,
+    )
+    click.echo(
+        "{} ({} weights) on {} [{} images]: top-1 {:.2f}  top-5 {:.2f}  loss {:.4f}".format(
+            m["model"], m["weights"], Path(data_path) / split, m["count"], m["top1"], m["top5"], m["loss"]
+        )
+    )
+    if json_out:
+        Path(json_out).write_text(json.dumps(m, indent=2))
+
+
+@cli.group()
+def data() -> None:
+    """Data sets: build the embedded demo data."""
+
+
+@data.command("demo")
+@click.option("--out", "out_dir", default="data/digits", show_default=True, type=click.Path(file_okay=False))
+@click.option("--image-size", default=32, show_default=True, type=click.IntRange(8, 1024))
+def data_demo(out_dir: str, image_size: int) -> None:
+    """Write scikit-learn's digits (1797 images, 10 classes) as JPEGs in the ImageNet layout."""
+    from .data import write_demo_dataset
+
+    info = write_demo_dataset(out_dir, image_size=image_size)
+    state = "written" if info.get("written") else "already present"
+    click.echo(
+        "{}: {} train / {} val images, {} classes ({})".format(
+            out_dir, info["train"], info["val"], info["num_classes"], state
+        )
+    )
 
 
 def main(argv=None) -> None:

@@ -1,11 +1,23 @@
 """Data for training Wave-MLP: ImageNet-layout datasets, resumable samplers, timm transforms, demo data."""
+
 from .dataset import BadImageWarning, DataError, ImageDataset, collate_skip_bad, seeded_rng
 from .demo import write_demo_dataset
 from .loader import SEED_RECIPE_CFG, build_loader, build_transforms, default_data_cfg, seed_worker
 from .sampler import EpochSampler, ra_samples_per_rank, sample_seed
 
 __all__ = [
-    "BadImageWarning", "DataError", "EpochSampler", "ImageDataset", "SEED_RECIPE_CFG", "build_loader",
-    "build_transforms", "collate_skip_bad", "default_data_cfg", "ra_samples_per_rank", "sample_seed",
-    "seed_worker", "seeded_rng", "write_demo_dataset",
+    "BadImageWarning",
+    "DataError",
+    "EpochSampler",
+    "ImageDataset",
+    "SEED_RECIPE_CFG",
+    "build_loader",
+    "build_transforms",
+    "collate_skip_bad",
+    "default_data_cfg",
+    "ra_samples_per_rank",
+    "sample_seed",
+    "seed_worker",
+    "seeded_rng",
+    "write_demo_dataset",
 ]

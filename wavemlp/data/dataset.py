@@ -12,6 +12,7 @@ the list file). Images that exist but do not decode are only found while trainin
 (``on_bad_image="skip"``, the item becomes ``None`` and :func:`collate_skip_bad` counts it) or stop
 the run (``"fail"``).
 """
+
 import contextlib
 import os
 import random
@@ -103,8 +104,9 @@ def _check_class_to_idx(class_to_idx: Dict[str, int], where: str) -> List[str]:
             raise DataError(f"class_to_idx given for {where}: label {idx} used by {by_idx[int(idx)]!r} and {name!r}")
         by_idx[int(idx)] = name
     if sorted(by_idx) != list(range(len(by_idx))):
-        raise DataError(f"class_to_idx given for {where}: labels must be 0..{len(by_idx) - 1}, "
-                        f"got {min(by_idx)}..{max(by_idx)}")
+        raise DataError(
+            f"class_to_idx given for {where}: labels must be 0..{len(by_idx) - 1}, got {min(by_idx)}..{max(by_idx)}"
+        )
     return [by_idx[i] for i in range(len(by_idx))]
 
 
@@ -120,8 +122,14 @@ class ImageDataset(Dataset):
     if val lacks a class folder or is flat with its labels in ``val_list.txt``.
     """
 
-    def __init__(self, root, split: str = "train", transform=None, on_bad_image: str = "skip",
-                 class_to_idx: Optional[Dict[str, int]] = None):
+    def __init__(
+        self,
+        root,
+        split: str = "train",
+        transform=None,
+        on_bad_image: str = "skip",
+        class_to_idx: Optional[Dict[str, int]] = None,
+    ):
         if on_bad_image not in BAD_IMAGE_MODES:
             raise ValueError(f"on_bad_image must be one of {BAD_IMAGE_MODES}, got {on_bad_image!r}")
         self.root = os.fspath(root)
@@ -206,13 +214,16 @@ class ImageDataset(Dataset):
                 first_line[key] = lineno
                 path = os.path.join(self.split_dir, rel)
                 if not exists(path):
-                    raise DataError(f"{where}:{lineno}: file not found: {path} "
-                                    f"(list paths are relative to {self.split_dir})")
+                    raise DataError(
+                        f"{where}:{lineno}: file not found: {path} (list paths are relative to {self.split_dir})"
+                    )
                 head = key.split(os.sep)[0]
                 if head != key and head in self.class_to_idx and self.class_to_idx[head] != label:
                     # the usual cause is a list written with another class order than the folders'
-                    raise DataError(f"{where}:{lineno}: label {label} does not match class folder {head!r} "
-                                    f"(label {self.class_to_idx[head]})")
+                    raise DataError(
+                        f"{where}:{lineno}: label {label} does not match class folder {head!r} "
+                        f"(label {self.class_to_idx[head]})"
+                    )
                 samples.append((path, label))
         if not samples:
             raise DataError(f"empty list file: {where}")
@@ -235,8 +246,9 @@ class ImageDataset(Dataset):
                 raise DataError(f"cannot decode image {path}: {_one_line(e)}") from e
             if path not in self._warned:
                 self._warned.add(path)
-                warnings.warn(f"skipping image that does not decode: {path}: {_one_line(e)}",
-                              BadImageWarning, stacklevel=3)
+                warnings.warn(
+                    f"skipping image that does not decode: {path}: {_one_line(e)}", BadImageWarning, stacklevel=3
+                )
             return None
 
     def __getitem__(self, item):
@@ -258,8 +270,13 @@ class ImageDataset(Dataset):
 
     def __repr__(self) -> str:
         return "{}(root={!r}, split={!r}, samples={}, classes={}, source={})".format(
-            type(self).__name__, self.root, self.split, len(self.samples), self.num_classes,
-            "list" if os.path.isfile(self.list_file) else "folders")
+            type(self).__name__,
+            self.root,
+            self.split,
+            len(self.samples),
+            self.num_classes,
+            "list" if os.path.isfile(self.list_file) else "folders",
+        )
 
 
 def collate_skip_bad(batch: Sequence) -> Tuple[torch.Tensor, torch.Tensor, int]:

@@ -2,6 +2,7 @@
 
 The digits (1797 grey 8x8 images, 10 classes) ship inside scikit-learn, so nothing is downloaded.
 """
+
 import hashlib
 import io
 import json
@@ -112,8 +113,12 @@ def write_demo_dataset(out_dir, image_size: int = 32, val_fraction: float = 0.2,
     if not 0.0 < float(val_fraction) < 1.0:
         raise ValueError(f"val_fraction must be in (0, 1), got {val_fraction!r}")
     out = Path(out_dir)
-    params = {"format": FORMAT_VERSION, "image_size": int(image_size), "val_fraction": float(val_fraction),
-              "seed": int(seed)}
+    params = {
+        "format": FORMAT_VERSION,
+        "image_size": int(image_size),
+        "val_fraction": float(val_fraction),
+        "seed": int(seed),
+    }
     manifest = _read_manifest(out)
     if manifest and _is_complete(out, manifest, params):
         return dict(manifest["counts"], written=False)
@@ -121,8 +126,9 @@ def write_demo_dataset(out_dir, image_size: int = 32, val_fraction: float = 0.2,
     try:
         from sklearn.datasets import load_digits
     except ImportError:
-        raise ImportError("the demo dataset needs scikit-learn: pip install scikit-learn "
-                          "(or wavemlp-kit[demo])") from None
+        raise ImportError(
+            "the demo dataset needs scikit-learn: pip install scikit-learn (or wavemlp-kit[demo])"
+        ) from None
     digits = load_digits()
     images, labels = digits.images, np.asarray(digits.target)
     plan = _plan_split(labels, float(val_fraction), int(seed))
@@ -148,8 +154,7 @@ def write_demo_dataset(out_dir, image_size: int = 32, val_fraction: float = 0.2,
             lines.append(f"{class_name(label)}/{_file_name(label, i)} {label}\n")
         _write_atomic(out / f"{split}_list.txt", "".join(lines).encode("ascii"))
 
-    counts = {"train": len(plan["train"]), "val": len(plan["val"]), "total": len(labels),
-              "num_classes": NUM_CLASSES}
+    counts = {"train": len(plan["train"]), "val": len(plan["val"]), "total": len(labels), "num_classes": NUM_CLASSES}
     body = json.dumps({"params": params, "counts": counts}, indent=2, sort_keys=True) + "\n"
     _write_atomic(out / MANIFEST, body.encode("utf-8"))
     return dict(counts, written=True)

@@ -2,6 +2,7 @@
 
 Batches are ``(images, targets, n_skipped)`` (see :func:`~wavemlp.data.dataset.collate_skip_bad`).
 """
+
 import random
 from typing import Dict, Optional, Sequence
 
@@ -33,8 +34,21 @@ SEED_RECIPE_CFG = {
     "ratio": (3.0 / 4.0, 4.0 / 3.0),
 }
 _EVAL_KEYS = ("img_size", "interpolation", "mean", "std", "crop_pct")
-_TRAIN_KEYS = ("img_size", "train_interpolation", "mean", "std", "auto_augment", "color_jitter", "reprob",
-               "remode", "recount", "hflip", "vflip", "scale", "ratio")
+_TRAIN_KEYS = (
+    "img_size",
+    "train_interpolation",
+    "mean",
+    "std",
+    "auto_augment",
+    "color_jitter",
+    "reprob",
+    "remode",
+    "recount",
+    "hflip",
+    "vflip",
+    "scale",
+    "ratio",
+)
 
 
 def default_data_cfg(**overrides) -> Dict[str, object]:
@@ -86,12 +100,20 @@ def build_transforms(cfg: Dict[str, object], is_training: bool):
         if isinstance(auto_augment, str) and auto_augment.lower() == "none":
             auto_augment = None
         return create_transform(
-            input_size=img_size, is_training=True,
-            scale=_pair("scale", cfg["scale"]), ratio=_pair("ratio", cfg["ratio"]),
-            hflip=float(cfg["hflip"]), vflip=float(cfg["vflip"]),
-            color_jitter=cfg["color_jitter"], auto_augment=auto_augment,
-            interpolation=str(cfg["train_interpolation"]), mean=mean, std=std,
-            re_prob=float(cfg["reprob"]), re_mode=str(cfg["remode"]), re_count=int(cfg["recount"]),
+            input_size=img_size,
+            is_training=True,
+            scale=_pair("scale", cfg["scale"]),
+            ratio=_pair("ratio", cfg["ratio"]),
+            hflip=float(cfg["hflip"]),
+            vflip=float(cfg["vflip"]),
+            color_jitter=cfg["color_jitter"],
+            auto_augment=auto_augment,
+            interpolation=str(cfg["train_interpolation"]),
+            mean=mean,
+            std=std,
+            re_prob=float(cfg["reprob"]),
+            re_mode=str(cfg["remode"]),
+            re_count=int(cfg["recount"]),
         )
     interpolation = str(cfg["interpolation"])
     if interpolation == "random":
@@ -99,8 +121,9 @@ def build_transforms(cfg: Dict[str, object], is_training: bool):
     crop_pct = float(cfg["crop_pct"])
     if not 0.0 < crop_pct <= 1.0:
         raise ValueError(f"crop_pct must be in (0, 1], got {crop_pct}")
-    return create_transform(input_size=img_size, is_training=False, interpolation=interpolation,
-                            mean=mean, std=std, crop_pct=crop_pct)
+    return create_transform(
+        input_size=img_size, is_training=False, interpolation=interpolation, mean=mean, std=std, crop_pct=crop_pct
+    )
 
 
 def seed_worker(worker_id: int) -> None:
@@ -110,14 +133,23 @@ def seed_worker(worker_id: int) -> None:
     a worker draws (and samplers that yield bare indices).
     """
     info = torch.utils.data.get_worker_info()
-    seed = (info.seed if info is not None else torch.initial_seed()) % (2 ** 32)
+    seed = (info.seed if info is not None else torch.initial_seed()) % (2**32)
     random.seed(seed)
     np.random.seed(seed)
 
 
-def build_loader(dataset, sampler, batch_size: int, workers: int, pin_memory: bool, is_training: bool,
-                 persistent_workers: bool = True, prefetch_factor: Optional[int] = 2, seed: int = 42,
-                 drop_last: bool = True) -> DataLoader:
+def build_loader(
+    dataset,
+    sampler,
+    batch_size: int,
+    workers: int,
+    pin_memory: bool,
+    is_training: bool,
+    persistent_workers: bool = True,
+    prefetch_factor: Optional[int] = 2,
+    seed: int = 42,
+    drop_last: bool = True,
+) -> DataLoader:
     """The DataLoader over ``dataset`` in ``sampler``'s order, batches collated by ``collate_skip_bad``.
 
     ``drop_last`` applies to training only: evaluation always keeps the last partial batch. The loader
@@ -132,9 +164,15 @@ def build_loader(dataset, sampler, batch_size: int, workers: int, pin_memory: bo
     generator = torch.Generator()
     generator.manual_seed(int(seed))
     kwargs = dict(
-        batch_size=int(batch_size), sampler=sampler, shuffle=False, num_workers=int(workers),
-        pin_memory=bool(pin_memory), drop_last=bool(drop_last) and bool(is_training),
-        collate_fn=collate_skip_bad, worker_init_fn=seed_worker, generator=generator,
+        batch_size=int(batch_size),
+        sampler=sampler,
+        shuffle=False,
+        num_workers=int(workers),
+        pin_memory=bool(pin_memory),
+        drop_last=bool(drop_last) and bool(is_training),
+        collate_fn=collate_skip_bad,
+        worker_init_fn=seed_worker,
+        generator=generator,
     )
     if workers > 0:
         kwargs["persistent_workers"] = bool(persistent_workers)

@@ -11,6 +11,7 @@ the semantics of the sampler the Wave-MLP authors trained with (DeiT's): the epo
 and dealt round-robin over the ranks, and each rank keeps only the first
 ``floor(len(dataset) // 256 * 256 / num_replicas)`` of its share.
 """
+
 import math
 from typing import Dict, Iterator, List, Tuple
 
@@ -75,8 +76,17 @@ class EpochSampler(Sampler):
     stopped. Iterating never touches the global torch RNG.
     """
 
-    def __init__(self, dataset_len: int, num_replicas: int = 1, rank: int = 0, shuffle: bool = True,
-                 seed: int = 42, repeated_aug: bool = False, num_repeats: int = 3, drop_last: bool = True):
+    def __init__(
+        self,
+        dataset_len: int,
+        num_replicas: int = 1,
+        rank: int = 0,
+        shuffle: bool = True,
+        seed: int = 42,
+        repeated_aug: bool = False,
+        num_repeats: int = 3,
+        drop_last: bool = True,
+    ):
         self.dataset_len = _check_int("dataset_len", dataset_len, 1)
         self.num_replicas = _check_int("num_replicas", num_replicas, 1)
         self.rank = _check_int("rank", rank, 0)
@@ -97,8 +107,9 @@ class EpochSampler(Sampler):
         else:
             self.num_samples = int(math.ceil(self.dataset_len / self.num_replicas))
         if self.num_samples == 0:
-            raise ValueError(f"{self.dataset_len} samples over {self.num_replicas} ranks with drop_last "
-                             "leaves 0 per rank")
+            raise ValueError(
+                f"{self.dataset_len} samples over {self.num_replicas} ranks with drop_last leaves 0 per rank"
+            )
 
     def _make_ra_sampler(self) -> int:
         from timm.data.distributed_sampler import RepeatAugSampler
@@ -109,15 +120,24 @@ class EpochSampler(Sampler):
             raise ValueError(
                 f"repeated augmentation keeps floor(n // {r} * {r} / world_size) samples per rank: "
                 f"n={self.dataset_len} over {self.num_replicas} rank(s) gives 0; it needs n >= {r} and "
-                f"n // {r} * {r} >= world_size (or use repeated_aug=False)")
+                f"n // {r} * {r} >= world_size (or use repeated_aug=False)"
+            )
         # timm only needs len() of the dataset; selected_ratio=num_replicas is the authors' divisor
-        self._ra = RepeatAugSampler(range(self.dataset_len), num_replicas=self.num_replicas, rank=self.rank,
-                                    shuffle=self.shuffle, num_repeats=self.num_repeats,
-                                    selected_round=RA_SELECTED_ROUND, selected_ratio=self.num_replicas)
+        self._ra = RepeatAugSampler(
+            range(self.dataset_len),
+            num_replicas=self.num_replicas,
+            rank=self.rank,
+            shuffle=self.shuffle,
+            num_repeats=self.num_repeats,
+            selected_round=RA_SELECTED_ROUND,
+            selected_ratio=self.num_replicas,
+        )
         if len(self._ra) != expected:
-            raise RuntimeError(f"timm's RepeatAugSampler keeps {len(self._ra)} samples per rank, the authors' rule "
-                               f"{expected}: "
-                               "this timm version changed its semantics")
+            raise RuntimeError(
+                f"timm's RepeatAugSampler keeps {len(self._ra)} samples per rank, the authors' rule "
+                f"{expected}: "
+                "this timm version changed its semantics"
+            )
         return expected
 
     @property
@@ -154,7 +174,7 @@ class EpochSampler(Sampler):
                 indices = (indices * int(math.ceil(total / len(indices))))[:total]
             else:
                 indices = indices[:total]
-            indices = indices[self.rank:total:self.num_replicas]
+            indices = indices[self.rank : total : self.num_replicas]
         if len(indices) != self.num_samples:  # pragma: no cover - guards the arithmetic above
             raise RuntimeError(f"sampler produced {len(indices)} indices, expected {self.num_samples}")
         return indices
@@ -177,22 +197,30 @@ class EpochSampler(Sampler):
         """
         start = self.start + _check_int("consumed", consumed, 0)
         if start > self.num_samples:
-            raise ValueError(f"consumed {consumed} goes past the end of the epoch "
-                             f"({len(self)} of {self.num_samples} samples left)")
+            raise ValueError(
+                f"consumed {consumed} goes past the end of the epoch ({len(self)} of {self.num_samples} samples left)"
+            )
         return {
-            "epoch": self.epoch, "start": start, "dataset_len": self.dataset_len,
-            "num_replicas": self.num_replicas, "seed": self.seed, "shuffle": self.shuffle,
-            "repeated_aug": self.repeated_aug, "num_repeats": self.num_repeats, "drop_last": self.drop_last,
+            "epoch": self.epoch,
+            "start": start,
+            "dataset_len": self.dataset_len,
+            "num_replicas": self.num_replicas,
+            "seed": self.seed,
+            "shuffle": self.shuffle,
+            "repeated_aug": self.repeated_aug,
+            "num_repeats": self.num_repeats,
+            "drop_last": self.drop_last,
         }
 
     def load_state_dict(self, state: Dict[str, object]) -> None:
         """Restore epoch and start; a mid-epoch start is refused if the order it indexes has changed."""
         start = _check_int("start", state.get("start", 0), 0)
         if start:
-            for key in ("dataset_len", "num_replicas", "seed", "shuffle", "repeated_aug", "num_repeats",
-                        "drop_last"):
+            for key in ("dataset_len", "num_replicas", "seed", "shuffle", "repeated_aug", "num_repeats", "drop_last"):
                 if key in state and state[key] != getattr(self, key):
-                    raise ValueError(f"cannot resume mid-epoch (start {start}): sampler {key} was "
-                                     f"{state[key]!r}, now {getattr(self, key)!r}")
+                    raise ValueError(
+                        f"cannot resume mid-epoch (start {start}): sampler {key} was "
+                        f"{state[key]!r}, now {getattr(self, key)!r}"
+                    )
         self.epoch = _check_int("epoch", state["epoch"], 0)
         self.set_start(start)

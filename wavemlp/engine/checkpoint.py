@@ -12,6 +12,7 @@ Protocol (what a launcher and a resuming run rely on):
 Everything saved is tensors, numbers, strings and containers, so ``torch.load(weights_only=True)`` reads
 it on every torch version that has that flag. Runs inside images: Python 3.8 syntax.
 """
+
 import os
 import re
 import shutil
@@ -83,8 +84,13 @@ def rng_state() -> Dict[str, object]:
     state = {
         "python": list(random.getstate()[1]),  # the Mersenne twister words; version and gauss follow
         "python_rest": [random.getstate()[0], random.getstate()[2]],
-        "numpy": [np_state[0], torch.from_numpy(np_state[1].astype("int64")), int(np_state[2]), int(np_state[3]),
-                  float(np_state[4])],
+        "numpy": [
+            np_state[0],
+            torch.from_numpy(np_state[1].astype("int64")),
+            int(np_state[2]),
+            int(np_state[3]),
+            float(np_state[4]),
+        ],
         "torch": torch.get_rng_state(),
     }
     if torch.cuda.is_available():
@@ -120,9 +126,9 @@ class CheckpointManager:
     # --- writing ---------------------------------------------------------------------------------
     def save_last(self, state: Dict[str, object], epoch: int, step: int) -> Path:
         state = dict(state, format=FORMAT)
-        path = self.dir / "last-e{:04d}-s{:07d}.pth".format(epoch, step)
+        path = self.dir / f"last-e{epoch:04d}-s{step:07d}.pth"
         atomic_save(state, path)
-        for old in self.last_files()[self.keep_last:]:
+        for old in self.last_files()[self.keep_last :]:
             old.unlink()
         return path
 
@@ -136,10 +142,10 @@ class CheckpointManager:
             better = metric > worst if self.higher_is_better else metric < worst
             if not better:
                 return None
-        path = self.dir / "best-e{:04d}.pth".format(epoch)
+        path = self.dir / f"best-e{epoch:04d}.pth"
         atomic_save(dict(state, format=FORMAT, best_metric=metric), path)
         ranked = self.best_ranking()
-        for _, _, old in ranked[self.keep_best:]:
+        for _, _, old in ranked[self.keep_best :]:
             old.unlink()
         top = self.best_ranking()[0]
         if (top[0], top[1]) == candidate:
@@ -177,7 +183,7 @@ class CheckpointManager:
             try:
                 state = load_state(path)
             except CheckpointError as exc:
-                log("warning: {} (falling back to the previous checkpoint)".format(exc))
+                log(f"warning: {exc} (falling back to the previous checkpoint)")
                 continue
             return path, state
         return None
@@ -188,8 +194,8 @@ def load_state(path: Path) -> Dict[str, object]:
         warnings.simplefilter("ignore")
         state = read_checkpoint(path)
     if not isinstance(state, dict) or state.get("format") != FORMAT:
-        raise CheckpointError("{} is not a wavemlp-kit training checkpoint".format(path))
-    for key in ("model", "optimizer", "epoch", "step"):
+        raise CheckpointError(f"{path} is not a wavemlp-kit training checkpoint")
+    for key in ("state_dict", "optimizer", "epoch", "step"):
         if key not in state:
-            raise CheckpointError("{} lacks '{}'".format(path, key))
+            raise CheckpointError(f"{path} lacks '{key}'")
     return state

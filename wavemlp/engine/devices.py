@@ -6,6 +6,7 @@ CoreX devices appear through torch's CUDA API; the vendor's own markers tell the
 
 Runs inside images: Python 3.8 syntax, torch >= 1.13.
 """
+
 import contextlib
 import os
 import re
@@ -74,12 +75,12 @@ def resolve_device(requested: str, local_rank: int = 0) -> torch.device:
 def resolve_precision(requested: str, device: torch.device) -> str:
     """What can run: fp16 needs a GPU (and a grad scaler), bf16 needs support; else fp32, with a warning."""
     if requested == "fp16" and device.type != "cuda":
-        warnings.warn("train.precision fp16 needs a CUDA/CoreX device; training in fp32 on the CPU")
+        warnings.warn("train.precision fp16 needs a CUDA/CoreX device; training in fp32 on the CPU", stacklevel=2)
         return "fp32"
     if requested == "bf16" and device.type == "cuda":
         supported = getattr(torch.cuda, "is_bf16_supported", lambda: False)()
         if not supported:
-            warnings.warn("train.precision bf16 is not supported by this device; using fp16")
+            warnings.warn("train.precision bf16 is not supported by this device; using fp16", stacklevel=2)
             return "fp16"
     return requested
 

@@ -2,6 +2,7 @@
 
 Runs inside images: Python 3.8 syntax, torch >= 1.13.
 """
+
 import os
 import subprocess
 from dataclasses import dataclass
@@ -34,10 +35,10 @@ def _first_host(nodelist: str) -> str:
     try:
         out = subprocess.run(["scontrol", "show", "hostnames", nodelist], capture_output=True, text=True, check=True)
     except (OSError, subprocess.CalledProcessError) as exc:
-        raise KitError("cannot expand SLURM_JOB_NODELIST {!r} with scontrol: {}".format(nodelist, exc)) from None
+        raise KitError(f"cannot expand SLURM_JOB_NODELIST {nodelist!r} with scontrol: {exc}") from None
     hosts = out.stdout.split()
     if not hosts:
-        raise KitError("scontrol show hostnames {!r} printed no host".format(nodelist))
+        raise KitError(f"scontrol show hostnames {nodelist!r} printed no host")
     return hosts[0]
 
 
@@ -65,8 +66,9 @@ def init(info: DistInfo, backend: str, device: torch.device, timeout_s: int = 18
     kwargs = {}
     if backend == "nccl" and device.type == "cuda":
         try:  # binds the group to this device; torch < 2.3 has no device_id argument
-            dist.init_process_group(backend, init_method="env://", timeout=timedelta(seconds=timeout_s),
-                                    device_id=device)
+            dist.init_process_group(
+                backend, init_method="env://", timeout=timedelta(seconds=timeout_s), device_id=device
+            )
             return
         except TypeError:
             pass
