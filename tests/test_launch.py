@@ -2,55 +2,19 @@
 
 from __future__ import annotations
 
-import os
-import re
-import sys
 from pathlib import Path
 
 import pytest
 
-from tests.infra.render_tools import GOLDEN, ROOT, check_golden, wmlp
-
-# A few steps of the cpu recipe on the digits demo: small images, tiny batches, one epoch, no eval-heavy
-# extras. Shared with the Slurm job tests.
-QUICK = [
-    "model.img_size=32",
-    "model.num_classes=10",
-    "train.epochs=1",
-    "sched.warmup_epochs=0",
-    "sched.cooldown_epochs=0",
-    "train.batch_size=8",
-    "data.workers=0",
-    "train.progress=false",
-    "train.log_interval=1",
-    "env.OMP_NUM_THREADS=1",
-]
-
-
-def quick_sets(data: Path, steps: int) -> list[str]:
-    sets = [*QUICK, f"data.path={data}", f"train.max_steps_per_epoch={steps}"]
-    return [a for s in sets for a in ("--set", s)]
-
-
-def rank_checksums(log_text: str) -> dict[int, str]:
-    """Rank -> weights checksum, from the line every rank prints when training ends."""
-    found = re.findall(r"rank (\d+) weights sha256 ([0-9a-f]{64})", log_text)
-    return {int(rank): digest for rank, digest in found}
-
-
-@pytest.fixture(scope="session")
-def demo_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from wavemlp.data import write_demo_dataset
-
-    out = tmp_path_factory.mktemp("demo") / "digits"
-    write_demo_dataset(str(out))
-    return out
-
-
-def child_env() -> dict[str, str]:
-    """Trainers must import this checkout's wavemlp with this interpreter."""
-    path = os.pathsep.join(p for p in [str(ROOT), os.environ.get("PYTHONPATH", "")] if p)
-    return {"PYTHONPATH": path, "WMLP_PYTHON": sys.executable}
+from tests.infra.render_tools import (
+    GOLDEN,
+    check_golden,
+    child_env,
+    demo_data,  # noqa: F401
+    quick_sets,
+    rank_checksums,
+    wmlp,
+)
 
 
 def test_dry_run_matches_golden() -> None:
@@ -64,7 +28,7 @@ def test_dry_run_matches_golden() -> None:
 
 
 @pytest.mark.slow
-def test_cpu_launch_trains_two_gloo_ranks_to_identical_weights(tmp_path: Path, demo_data: Path) -> None:
+def test_cpu_launch_trains_two_gloo_ranks_to_identical_weights(tmp_path: Path, demo_data: Path) -> None:  # noqa: F811
     run_dir = tmp_path / "run"
     result = wmlp("launch", "--recipe", "cpu", "--nodes", "1", "--gpus", "2", "--run-dir", str(run_dir),
                   *quick_sets(demo_data, 3), env=child_env())

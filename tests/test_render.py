@@ -264,6 +264,26 @@ def test_mounts_that_would_split_are_refused() -> None:
     assert "mounts+=(/a:/b /c:/d:ro)" in ok.stdout
 
 
+def test_container_flags_need_a_container_runtime() -> None:
+    for flag, value in [("--container-mounts", "/a:/b"), ("--container-image", "img")]:
+        result = wmlp("slurm", "render", "--recipe", "cpu", "--runtime", "none", flag, value)
+        assert result.exit_code == 2 and f"{flag}: needs a container runtime" in result.stderr
+
+
+def test_submit_prints_the_job_id_or_one_line_why_not(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    fake = FakeTools(tmp_path)
+    monkeypatch.chdir(tmp_path)
+    ok = wmlp("slurm", "submit", "--recipe", "cpu", "-o", "job.sbatch", env=fake.env(FAKE_SBATCH_OUT="812;wmlp\n"))
+    assert ok.exit_code == 0 and ok.stdout == "812\n"
+    (call,) = fake.calls("sbatch")
+    assert call["argv"] == ["--parsable", "job.sbatch"]
+    assert (tmp_path / "job.sbatch").read_text().startswith("#!/usr/bin/env bash\n#SBATCH --job-name=wmlp-cpu\n")
+    failed = wmlp("slurm", "submit", "--recipe", "cpu", env=fake.env(FAKE_EXIT_SBATCH="1"))
+    assert failed.exit_code == 2 and failed.stderr.startswith("wmlp: error: sbatch failed (exit 1)")
+    missing = wmlp("slurm", "submit", "--recipe", "cpu", env={"PATH": str(tmp_path / "nowhere")})
+    assert missing.exit_code == 2 and "sbatch is not on PATH" in missing.stderr
+
+
 # ------------------------------------------------------------------------------ rendezvous lookup
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -79,6 +80,8 @@ if name == "scontrol" and sys.argv[1:3] == ["show", "hostnames"]:
         sys.exit(1)
     if os.environ.get("FAKE_SCONTROL") != "empty":
         sys.stdout.write("n1\\nn2\\n")
+elif name == "sbatch":
+    sys.stdout.write(os.environ.get("FAKE_SBATCH_OUT", ""))
 elif name == "srun":
     rest = sys.argv[1:]
     while rest and rest[0].startswith("--"):
@@ -125,3 +128,49 @@ def write(path: Path, text: str) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(textwrap.dedent(text).lstrip())
     return path
+
+
+# --- quick real training runs -------------------------------------------------------------------------
+
+# A few steps of the cpu recipe on the digits demo: small images, tiny batches, one epoch. RandAugment is
+# off: timm 1.0.31's posterize at the top level asks Pillow >= 11 for 0 bits, which it refuses (a random
+# crash, reported to the engine's owners). Shared with the Slurm job tests.
+QUICK = [
+    "augment.auto_augment=",
+    "model.img_size=32",
+    "model.num_classes=10",
+    "train.epochs=1",
+    "sched.warmup_epochs=0",
+    "sched.cooldown_epochs=0",
+    "train.batch_size=8",
+    "data.workers=0",
+    "train.progress=false",
+    "train.log_interval=1",
+    "env.OMP_NUM_THREADS=1",
+]
+
+
+def quick_sets(data: Path, steps: int) -> list[str]:
+    sets = [*QUICK, f"data.path={data}", f"train.max_steps_per_epoch={steps}"]
+    return [a for s in sets for a in ("--set", s)]
+
+
+def rank_checksums(log_text: str) -> dict[int, str]:
+    """Rank -> weights checksum, from the line every rank prints when training ends."""
+    found = re.findall(r"rank (\d+) weights sha256 ([0-9a-f]{64})", log_text)
+    return {int(rank): digest for rank, digest in found}
+
+
+@pytest.fixture(scope="session")
+def demo_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from wavemlp.data import write_demo_dataset
+
+    out = tmp_path_factory.mktemp("demo") / "digits"
+    write_demo_dataset(str(out))
+    return out
+
+
+def child_env() -> dict[str, str]:
+    """Trainers must import this checkout's wavemlp with this interpreter."""
+    path = os.pathsep.join(p for p in [str(ROOT), os.environ.get("PYTHONPATH", "")] if p)
+    return {"PYTHONPATH": path, "WMLP_PYTHON": sys.executable}

@@ -66,6 +66,9 @@ def sbatch_context(target: Target, opts: SlurmOptions) -> dict:
         if value:
             placement.append((option, sbatch_value(value, rule, source)))
 
+    if runtime == "none" and (opts.container_mounts or opts.container_image):
+        flag = "--container-mounts" if opts.container_mounts else "--container-image"
+        raise RenderError(f"{flag}: needs a container runtime (--runtime pyxis, apptainer or docker)")
     mounts = check_mounts(c.container_mounts, "cluster.container_mounts")
     for text in opts.container_mounts:
         mounts += check_mounts(text.split(","), "--container-mounts")  # pyxis' own a:b,c:d form, or repeated

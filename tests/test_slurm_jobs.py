@@ -1,0 +1,132 @@
+"""Rendered sbatch scripts on the real local Slurm cluster (tests/infra/slurm.py): training over gloo on two
+nodes, `wmlp slurm submit`, and preemption with requeue and resume. Real daemons, real trainers, no mocks.
+
+The machine has two cores: runs are a handful of steps on 32-pixel digits. Waits poll files and job states.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.infra.render_tools import (
+    child_env,
+    demo_data,  # noqa: F401
+    quick_sets,
+    rank_checksums,
+    wmlp,
+)
+from tests.infra.slurm import LocalSlurmCluster, slurm_cluster  # noqa: F401
+
+pytestmark = [pytest.mark.slurm, pytest.mark.slow]
+
+
+def submit(cluster: LocalSlurmCluster, workdir: Path, monkeypatch: pytest.MonkeyPatch, *args: str) -> int:
+    """`wmlp slurm submit` from ``workdir`` against the test cluster; the job id it printed."""
+    monkeypatch.chdir(workdir)
+    env = {**cluster.env, **child_env()}
+    result = wmlp("slurm", "submit", "--recipe", "cpu", "--set", "cluster.cpus_per_task=2", *args, env=env)
+    assert result.exit_code == 0, result.output
+    job_id = result.stdout.strip()
+    assert job_id.isdigit(), result.stdout
+    return int(job_id)
+
+
+def node_logs(run_dir: Path, job_id: int, restart: int) -> list[Path]:
+    return sorted((run_dir / "logs").glob(f"{job_id}-restart{restart}-node*.log"))
+
+
+def job_report(cluster: LocalSlurmCluster, workdir: Path, job_id: int) -> str:
+    """Everything a failing job left: batch output, node logs, daemon logs."""
+    parts = [f"{p.name}:\n{p.read_text(errors='replace')}" for p in sorted(workdir.rglob("*")) if
+             p.is_file() and p.suffix in (".out", ".err", ".log")]
+    return "\n".join(parts) + "\n" + cluster.logs()
+
+
+def wait_for_steps(path: Path, count: int, cluster: LocalSlurmCluster, job_id: int, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while not (path.is_file() and len(path.read_text().splitlines()) >= count):
+        state = cluster.state(job_id)
+        assert state in ("PENDING", "CONFIGURING", "RUNNING"), f"job {job_id} {state} before step {count}"
+        assert time.monotonic() < deadline, f"{path} has fewer than {count} steps after {timeout:.0f}s"
+        time.sleep(0.2)
+
+
+def test_cpu_job_trains_on_two_nodes_by_two_gloo_processes(
+    slurm_cluster: LocalSlurmCluster,  # noqa: F811
+    demo_data: Path,  # noqa: F811
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    job_id = submit(slurm_cluster, tmp_path, monkeypatch, "--nodes", "2", "--gpus-per-node", "2",
+                    *quick_sets(demo_data, 4))
+    state = slurm_cluster.wait(job_id, timeout=420)
+    report = job_report(slurm_cluster, tmp_path, job_id)
+    assert state == "COMPLETED", report
+
+    run_dir = tmp_path / "runs" / f"cpu-{job_id}"  # the default: <train.output>/<recipe>-<job id>
+    logs = node_logs(run_dir, job_id, restart=0)
+    assert [p.name for p in logs] == [f"{job_id}-restart0-node0.log", f"{job_id}-restart0-node1.log"], report
+    checksums = {}
+    for path in logs:
+        checksums.update(rank_checksums(path.read_text()))
+    assert sorted(checksums) == [0, 1, 2, 3], report
+    assert len(set(checksums.values())) == 1, checksums
+    assert "training WaveMLP_T_dw on 4 x cpu" in (run_dir / "train.log").read_text()
+    assert len((run_dir / "steps.jsonl").read_text().splitlines()) == 4
+    assert (run_dir / "logs" / f"{job_id}.sbatch").is_file()
+
+
+# The engine seeds each rank's sampler with seed + rank, but only rank 0's sampler state is saved: a rank
+# other than 0 then refuses the mid-epoch resume ("sampler seed was 42, now 43"). Fixed by seeding the
+# sampler with train.seed on every rank (wavemlp/engine/trainer.py, EpochSampler(..., seed=r.train.seed));
+# strict, so that the fix turns this into a failure that asks for the marker to go.
+ENGINE_SAMPLER_SEED = pytest.mark.xfail(
+    strict=True, reason="engine: per-rank sampler seed breaks multi-rank mid-epoch resume (see comment)"
+)
+
+
+@pytest.mark.parametrize("nodes", [1, pytest.param(2, marks=ENGINE_SAMPLER_SEED)], ids=["1-node", "2-nodes"])
+def test_preempted_job_checkpoints_requeues_and_resumes_without_losing_a_step(
+    nodes: int,
+    slurm_cluster: LocalSlurmCluster,  # noqa: F811
+    demo_data: Path,  # noqa: F811
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    total = 24
+    run_dir = tmp_path / "run"
+    job_id = submit(slurm_cluster, tmp_path, monkeypatch, "--nodes", str(nodes), "--gpus-per-node", "1",
+                    "--run-dir", str(run_dir), *quick_sets(demo_data, total))
+    steps = run_dir / "steps.jsonl"
+    wait_for_steps(steps, 2, slurm_cluster, job_id, timeout=300)
+    slurm_cluster.signal(job_id, "USR1", batch_only=True)  # what --signal=B:USR1@grace does near the limit
+
+    state = slurm_cluster.wait(job_id, timeout=480)
+    report = job_report(slurm_cluster, tmp_path, job_id)
+    assert state == "COMPLETED", report
+    assert slurm_cluster.job_field(job_id, "Restarts") == "1", report
+
+    # The step counter goes on from the checkpoint: every step once, none missing.
+    records = [json.loads(line) for line in steps.read_text().splitlines()]
+    assert [r["global_step"] for r in records] == list(range(1, total + 1)), report
+    assert [r["step"] for r in records] == list(range(1, total + 1))
+
+    # Both starts kept their logs; the first stopped for preemption, the second resumed and finished.
+    first, second = node_logs(run_dir, job_id, 0), node_logs(run_dir, job_id, 1)
+    assert len(first) == len(second) == nodes, report
+    first_text = "".join(p.read_text() for p in first)
+    second_text = "".join(p.read_text() for p in second)
+    stop = re.search(r"preempted \(stop file .*\): checkpoint at epoch 0 step (\d+) saved", first_text)
+    assert stop and 2 <= int(stop.group(1)) < total, report
+    assert f"resumed from {run_dir}/checkpoints/last-e0000-s{int(stop.group(1)):07d}.pth" in second_text, report
+    checksums = rank_checksums(second_text)
+    assert sorted(checksums) == list(range(nodes)) and len(set(checksums.values())) == 1, report
+    batch_log = (tmp_path / f"wmlp-cpu-{job_id}.err").read_text()
+    assert "USR1 received" in batch_log and "start 0 stopped for preemption: requeued" in batch_log
+    assert "start 1 ended with status 0" in batch_log
+    assert not (run_dir / ".preempt").exists()
