@@ -39,8 +39,9 @@ def launch_args(target: str) -> list[str]:
 
 def sbatch_args(target: str, runtime: str) -> list[str]:
     gpus = ["--gpus-per-node", "4"] if target == "cpu" else []
+    mounts = ["--container-mounts", "/datasets/imagenet:/data/imagenet:ro"] if runtime != "none" else []
     return ["slurm", "render", "--recipe", target, "--nodes", "2", "--runtime", runtime, "--account", "wavemlp",
-            "--container-mounts", "/datasets/imagenet:/data/imagenet:ro", "--run-dir", GOLDEN_RUN_DIR, *gpus]
+            *mounts, "--run-dir", GOLDEN_RUN_DIR, *gpus]
 
 
 def rendered(args: list[str]) -> str:
@@ -385,7 +386,7 @@ def test_hostile_values_reach_the_sbatch_commands_byte_for_byte(runtime: str, tm
     work.mkdir()
     image = hostile("image") if runtime != "none" else None
     mount = mountable(hostile("/m")) + ":/m"
-    flags = ["--container-mounts", mount] + (["--container-image", image] if image else [])
+    flags = ["--container-mounts", mount, "--container-image", image] if image else []
     # The run folder is mounted into containers: ',' and ':' cannot be in it there (checked at run time).
     run_dir = hostile("run") if runtime == "none" else None
     script = work / "job.sbatch"
