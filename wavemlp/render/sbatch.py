@@ -40,6 +40,15 @@ def _pick(flag_value, recipe_value, flag: str, key: str):
     return recipe_value, key
 
 
+def default_image(target: Target, runtime: str) -> str:
+    """The recipe's image as each runtime names it: apptainer runs a SIF file (made once with
+    ``apptainer build wavemlp-kit_<tag>.sif docker-daemon://wavemlp-kit:<tag>``), the others an image name."""
+    if runtime == "apptainer":
+        i = target.recipe.image
+        return "{}.sif".format("_".join(p for p in (i.name, i.tag) if p)) if i.name else ""
+    return target.image_ref()
+
+
 def sbatch_context(target: Target, opts: SlurmOptions) -> dict:
     r = target.recipe
     c = r.cluster
@@ -72,7 +81,7 @@ def sbatch_context(target: Target, opts: SlurmOptions) -> dict:
     mounts = check_mounts(c.container_mounts, "cluster.container_mounts")
     for text in opts.container_mounts:
         mounts += check_mounts(text.split(","), "--container-mounts")  # pyxis' own a:b,c:d form, or repeated
-    image = opts.container_image if opts.container_image is not None else target.image_ref()
+    image = opts.container_image if opts.container_image is not None else default_image(target, runtime)
     if runtime != "none" and not image:
         raise RenderError("--container-image: no image given and the recipe's image.name is empty")
     docker_runtime = r.image.runtime if target.vendor in VISIBLE_DEVICES else ""
