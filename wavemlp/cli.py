@@ -156,6 +156,15 @@ def data_demo(out_dir: str, image_size: int) -> None:
     )
 
 
+@cli.command()
+@click.argument("run_dirs", nargs=-1, required=True, type=click.Path(exists=True, file_okay=False, path_type=Path))
+def report(run_dirs) -> None:
+    """Results of training runs as Markdown tables."""
+    from .report import run_summary
+
+    click.echo("\n\n".join(run_summary(d) for d in run_dirs))
+
+
 def main(argv=None) -> None:
     try:
         cli.main(args=argv, prog_name="wmlp", standalone_mode=False)
