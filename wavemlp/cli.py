@@ -157,6 +157,39 @@ def data_demo(out_dir: str, image_size: int) -> None:
 
 
 @cli.command()
+@click.option("--recipe", "-r", "recipe_ref", default="cpu-demo", show_default=True)
+@set_option
+@click.option("--device", default="auto", show_default=True, type=click.Choice(["auto", "cuda", "cpu"]))
+@click.option("--batch-size", default=2, show_default=True, type=click.IntRange(1))
+@click.option("--img-size", default=None, type=click.IntRange(32), help="Input size [default: the recipe's].")
+def smoke(recipe_ref, overrides, device, batch_size, img_size) -> None:
+    """One real training step, a checkpoint round trip and an eval step; prints a JSON verdict."""
+    from .engine.smoke import run_smoke
+    from .recipe import load_recipe
+
+    if img_size is not None and img_size % 32:
+        raise click.BadParameter("must be divisible by 32", param_hint="--img-size")
+    verdict = run_smoke(
+        load_recipe(recipe_ref, overrides).recipe, device=device, batch_size=batch_size, img_size=img_size
+    )
+    click.echo(json.dumps({k: v for k, v in verdict.items() if k != "traceback"}, indent=2))
+    if not verdict["ok"]:
+        click.echo(verdict.get("traceback", ""), err=True)
+        sys.exit(1)
+
+
+@cli.command()
+@click.option("--data", "data_path", default=None, type=click.Path(file_okay=False), help="Check a data set too.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def doctor(data_path, as_json) -> None:
+    """Environment report: Python, torch, timm, vendor, devices, SDK, NCCL, smi tools, data set."""
+    from .engine.doctor import diagnose, format_report
+
+    report = diagnose(data_path)
+    click.echo(json.dumps(report, indent=2) if as_json else "\n".join(format_report(report)))
+
+
+@cli.command()
 @click.argument("run_dirs", nargs=-1, required=True, type=click.Path(exists=True, file_okay=False, path_type=Path))
 def report(run_dirs) -> None:
     """Results of training runs as Markdown tables."""
