@@ -28,7 +28,7 @@ def run_data_bench(recipe: Recipe, root: str, steps: int = 200, workers: Optiona
     per_worker = (len(order) - 5) / (time.perf_counter() - t0)
 
     workers = workers or max(1, recipe.data.workers)
-    batch = min(recipe.train.batch_size, 64)
+    batch = max(1, min(recipe.train.batch_size, 16, len(ds) // 2))
     loader = build_loader(
         ds,
         sampler,
@@ -36,18 +36,21 @@ def run_data_bench(recipe: Recipe, root: str, steps: int = 200, workers: Optiona
         workers,
         False,
         True,
-        persistent_workers=False,
+        persistent_workers=True,
         prefetch_factor=recipe.data.prefetch_factor,
         seed=recipe.train.seed,
     )
-    images, t_first, t_end = 0, None, None
-    for images_batch, _, _ in loader:
-        if t_first is None:
-            t_first = time.perf_counter()  # from the first batch on: worker start-up excluded
-        else:
-            images += images_batch.shape[0]
-        if images >= n:
-            break
+    images, t_first, epoch = 0, None, 0
+    while images < n:  # as many epochs as it takes on a small data set
+        sampler.set_epoch(epoch)
+        for images_batch, _, _ in loader:
+            if t_first is None:
+                t_first = time.perf_counter()  # from the first batch on: worker start-up excluded
+            else:
+                images += images_batch.shape[0]
+            if images >= n:
+                break
+        epoch += 1
     t_end = time.perf_counter()
     loader_rate = images / (t_end - t_first) if t_first and t_end > t_first else float("nan")
     return {
