@@ -34,8 +34,15 @@ lint: $(STAMP)  ## ruff, and vermin: the package runs inside vendor images on Py
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/vermin -q -t=3.8- --no-tips --violations --eval-annotations --backport dataclasses --exclude-regex '^\.venv' wavemlp
 
-demo: $(STAMP)  ## the model zoo table: params and MACs of every variant
-	$(WMLP) profile --model all
+DEMO_DATA ?= data/digits
+DEMO_RUN ?= runs/demo
+
+demo: $(STAMP)  ## build the digits data, train WaveMLP_T_dw on the CPU, evaluate the best checkpoint, print results
+	$(WMLP) data demo --out $(DEMO_DATA)
+	$(WMLP) train --recipe cpu-demo --data $(DEMO_DATA) --run-dir $(DEMO_RUN) --resume auto
+	$(WMLP) eval --model WaveMLP_T_dw --checkpoint $(DEMO_RUN)/checkpoints/best.pth --data $(DEMO_DATA) \
+		--use-ema --workers 1 --json $(DEMO_RUN)/eval.json
+	$(WMLP) report $(DEMO_RUN)
 
 clean:  ## remove the virtual environment and build leftovers (runs/ is kept)
 	rm -rf $(VENV) build *.egg-info .pytest_cache .ruff_cache

@@ -150,3 +150,11 @@ def test_seed_flag_table_covers_the_seeds_command_line():
     }
     assert seed <= flags
     assert yaml.safe_load("x: 1.0e-3")["x"] == 1e-3
+
+
+def test_readme_flag_table_matches_the_schema():
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    for flag, key, default in seed_flag_table():
+        assert f"| `{flag}` | `{key}` | `{default}` |" in readme, (flag, key)

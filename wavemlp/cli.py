@@ -156,6 +156,175 @@ def data_demo(out_dir: str, image_size: int) -> None:
     )
 
 
+@cli.command()
+@click.option("--recipe", "-r", "recipe_ref", default="cpu-demo", show_default=True)
+@set_option
+@click.option("--device", default="auto", show_default=True, type=click.Choice(["auto", "cuda", "cpu"]))
+@click.option("--batch-size", default=2, show_default=True, type=click.IntRange(1))
+@click.option("--img-size", default=None, type=click.IntRange(32), help="Input size [default: the recipe's].")
+def smoke(recipe_ref, overrides, device, batch_size, img_size) -> None:
+    """One real training step, a checkpoint round trip and an eval step; prints a JSON verdict."""
+    from .engine.smoke import run_smoke
+    from .recipe import load_recipe
+
+    if img_size is not None and img_size % 32:
+        raise click.BadParameter("must be divisible by 32", param_hint="--img-size")
+    verdict = run_smoke(
+        load_recipe(recipe_ref, overrides).recipe, device=device, batch_size=batch_size, img_size=img_size
+    )
+    click.echo(json.dumps({k: v for k, v in verdict.items() if k != "traceback"}, indent=2))
+    if not verdict["ok"]:
+        click.echo(verdict.get("traceback", ""), err=True)
+        sys.exit(1)
+
+
+@cli.command()
+@click.option("--recipe", "-r", "recipe_ref", default="cpu-demo", show_default=True)
+@set_option
+@click.option("--model", default="", help="Variant [default: the recipe's].")
+@click.option("--batch-size", default=0, type=click.IntRange(0), help="Per device [default: the recipe's].")
+@click.option("--steps", default=20, show_default=True, type=click.IntRange(1), help="Timed steps.")
+@click.option("--warmup", default=5, show_default=True, type=click.IntRange(1), help="Untimed steps first.")
+@click.option("--precision", default="", type=click.Choice(["", "fp32", "fp16", "bf16"]))
+@click.option("--channels-last", is_flag=True)
+@click.option("--compile", "use_compile", is_flag=True, help="torch.compile (compile time reported apart).")
+@click.option("--fast-path", is_flag=True, help="The fused token-mixing path.")
+@click.option("--data", "data_src", default="synthetic", show_default=True, help="'synthetic' or a dataset root.")
+@click.option("--img-size", default=0, type=click.IntRange(0))
+@click.option("--mode", default="train", show_default=True, type=click.Choice(["train", "infer", "data"]))
+@click.option("--workers", default=None, type=click.IntRange(1), help="--mode data: worker processes.")
+@click.option("--gpus", "gpu_counts", default=None, help="Device counts to compare, e.g. 1,8 (runs torchrun).")
+@click.option("--device", default="auto", type=click.Choice(["auto", "cuda", "cpu"]))
+@click.option("--json", "json_out", default=None, type=click.Path(dir_okay=False), help="Write the result here.")
+def bench(
+    recipe_ref,
+    overrides,
+    model,
+    batch_size,
+    steps,
+    warmup,
+    precision,
+    channels_last,
+    use_compile,
+    fast_path,
+    data_src,
+    img_size,
+    mode,
+    workers,
+    gpu_counts,
+    device,
+    json_out,
+) -> None:
+    """Throughput (images/s), step time split, peak memory, power; scalability over device counts."""
+    from .recipe import load_recipe
+
+    loaded = load_recipe(recipe_ref, overrides)
+    if mode == "data":
+        from .bench.data_pipeline import run_data_bench
+
+        if data_src == "synthetic":
+            raise click.BadParameter("--mode data needs a dataset root", param_hint="--data")
+        result = run_data_bench(loaded.recipe, data_src, steps=steps * 10, workers=workers)
+        click.echo(json.dumps(result, indent=2))
+        if json_out:
+            Path(json_out).write_text(json.dumps(result, indent=2))
+        return
+    from .bench.table import seed_table
+    from .bench.throughput import BenchConfig, run_bench, write_json
+
+    if img_size and img_size % 32:
+        raise click.BadParameter("must be divisible by 32", param_hint="--img-size")
+    if gpu_counts:
+        from .bench.scaling import parse_counts, run_counts, scalability
+
+        args = [
+            "--recipe",
+            recipe_ref,
+            "--steps",
+            str(steps),
+            "--warmup",
+            str(warmup),
+            "--mode",
+            mode,
+            "--data",
+            data_src,
+            "--device",
+            device,
+        ]
+        for flag, value in (
+            ("--model", model),
+            ("--batch-size", batch_size),
+            ("--precision", precision),
+            ("--img-size", img_size),
+        ):
+            if value:
+                args += [flag, str(value)]
+        args += [
+            f
+            for f, on in (("--channels-last", channels_last), ("--compile", use_compile), ("--fast-path", fast_path))
+            if on
+        ]
+        for o in overrides:
+            args += ["--set", o]
+        results = run_counts(parse_counts(gpu_counts), args)
+        scale = scalability(results)
+        click.echo(seed_table(results.values()))
+        for n, value in scale.items():
+            click.echo("scalability {} -> {}: {:.3f}".format(1, n, value))
+        write_json(
+            {"results": {str(n): r for n, r in results.items()}, "scalability": {str(n): v for n, v in scale.items()}},
+            json_out,
+        )
+        return
+    cfg = BenchConfig(
+        mode=mode,
+        model=model,
+        batch_size=batch_size,
+        steps=steps,
+        warmup=warmup,
+        precision=precision,
+        channels_last=channels_last,
+        compile=use_compile,
+        fast_path=fast_path,
+        data=data_src,
+        img_size=img_size,
+        device=device,
+    )
+    result = run_bench(loaded.recipe, cfg)
+    if int(os.environ.get("RANK", "0")) == 0:
+        click.echo(seed_table([result]))
+        s, d = result["img_s_per_device"], result["data_wait_share"]
+        click.echo(
+            "img/s per device: median {:.2f} (min {:.2f}, max {:.2f}); data wait {:.1%}; peak memory "
+            "{:.0f} MiB ({}); power {}".format(
+                s["median"], s["min"], s["max"], d, result["peak_mem_mb"], result["peak_mem_kind"], result["power"]
+            )
+        )
+        if result["compile_time_s"] is not None:
+            click.echo("compile time: {:.1f} s".format(result["compile_time_s"]))
+        write_json(result, json_out)
+
+
+@cli.command()
+@click.option("--data", "data_path", default=None, type=click.Path(file_okay=False), help="Check a data set too.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def doctor(data_path, as_json) -> None:
+    """Environment report: Python, torch, timm, vendor, devices, SDK, NCCL, smi tools, data set."""
+    from .engine.doctor import diagnose, format_report
+
+    report = diagnose(data_path)
+    click.echo(json.dumps(report, indent=2) if as_json else "\n".join(format_report(report)))
+
+
+@cli.command()
+@click.argument("run_dirs", nargs=-1, required=True, type=click.Path(exists=True, file_okay=False, path_type=Path))
+def report(run_dirs) -> None:
+    """Results of training runs as Markdown tables."""
+    from .report import run_summary
+
+    click.echo("\n\n".join(run_summary(d) for d in run_dirs))
+
+
 def main(argv=None) -> None:
     try:
         cli.main(args=argv, prog_name="wmlp", standalone_mode=False)

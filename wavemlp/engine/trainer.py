@@ -266,6 +266,7 @@ class Trainer:
             num_classes=r.model.num_classes,
             drop_rate=r.model.drop_rate,
             drop_path_rate=r.model.drop_path_rate,
+            fast_path=r.model.fast_path,
             skip_head=bool(r.model.pretrained or r.model.initial_checkpoint) and r.model.num_classes != 1000,
         )
         model.to(self.device)

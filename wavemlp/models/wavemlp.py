@@ -50,8 +50,10 @@ def _phase_branch(dim: int, mode: str) -> nn.Sequential:
 class PATM(nn.Module):
     """Phase-aware token mixing: each token is a wave with an amplitude and a phase."""
 
-    def __init__(self, dim: int, proj_drop: float = 0.0, mode: str = "fc"):
+    def __init__(self, dim: int, proj_drop: float = 0.0, mode: str = "fc", fast_path: bool = False):
         super().__init__()
+        self.mode = mode
+        self.fast_path = fast_path
         # Registration order below fixes the state_dict order of the released checkpoints.
         self.fc_h = nn.Conv2d(dim, dim, 1, bias=False)
         self.fc_w = nn.Conv2d(dim, dim, 1, bias=False)
@@ -67,6 +69,12 @@ class PATM(nn.Module):
         self.theta_w_conv = _phase_branch(dim, mode)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.fast_path:
+            return self.forward_fast(x)
+        return self.forward_reference(x)
+
+    def forward_reference(self, x: torch.Tensor) -> torch.Tensor:
+        """The computation as the paper and the released code write it: the reference for every test."""
         B, C, _, _ = x.shape
         theta_h = self.theta_h_conv(x)
         theta_w = self.theta_w_conv(x)
@@ -85,6 +93,35 @@ class PATM(nn.Module):
         x = h * a[0] + w * a[1] + c * a[2]
         return self.proj_drop(self.proj(x))
 
+    def forward_fast(self, x: torch.Tensor) -> torch.Tensor:
+        """The same function with fewer passes over memory (same parameters, same state_dict).
+
+        - the 1x1 convolutions that all read x (fc_h, fc_w, fc_c, and in fc mode both phase convs)
+          run as one convolution with 3C or 5C outputs: one pass over x, one larger GEMM;
+        - the pooled sum h + w + c is the sum of three pooled maps: no full-size temporary;
+        - the re-weighting accumulates in place (one product, two fused multiply-adds).
+        """
+        B, C, _, _ = x.shape
+        weights = [self.fc_h.weight, self.fc_w.weight, self.fc_c.weight]
+        if self.mode == "fc":
+            ph, pw = self.theta_h_conv[0], self.theta_w_conv[0]
+            bias = torch.cat([ph.bias.new_zeros(3 * C), ph.bias, pw.bias])
+            y = F.conv2d(x, torch.cat(weights + [ph.weight, pw.weight], 0), bias)
+            x_h, x_w, c, t_h, t_w = y.split(C, dim=1)
+            theta_h = F.relu(self.theta_h_conv[1](t_h))
+            theta_w = F.relu(self.theta_w_conv[1](t_w))
+        else:
+            x_h, x_w, c = F.conv2d(x, torch.cat(weights, 0)).split(C, dim=1)
+            theta_h = self.theta_h_conv(x)
+            theta_w = self.theta_w_conv(x)
+        h = self.tfc_h(torch.cat([x_h * torch.cos(theta_h), x_h * torch.sin(theta_h)], dim=1))
+        w = self.tfc_w(torch.cat([x_w * torch.cos(theta_w), x_w * torch.sin(theta_w)], dim=1))
+        pooled = h.mean((2, 3), keepdim=True) + w.mean((2, 3), keepdim=True) + c.mean((2, 3), keepdim=True)
+        a = self.reweight(pooled).reshape(B, C, 3).softmax(dim=2).unsqueeze(-1).unsqueeze(-1)
+        out = h * a[:, :, 0]
+        out = out.addcmul_(w, a[:, :, 1]).addcmul_(c, a[:, :, 2])
+        return self.proj_drop(self.proj(out))
+
 
 class WaveBlock(nn.Module):
     def __init__(
@@ -95,10 +132,11 @@ class WaveBlock(nn.Module):
         drop_path: float = 0.0,
         norm_layer=nn.BatchNorm2d,
         mode: str = "fc",
+        fast_path: bool = False,
     ):
         super().__init__()
         self.norm1 = norm_layer(dim)
-        self.attn = PATM(dim, proj_drop=drop, mode=mode)
+        self.attn = PATM(dim, proj_drop=drop, mode=mode, fast_path=fast_path)
         self.drop_path = DropPath(drop_path) if drop_path > 0.0 else nn.Identity()
         self.norm2 = norm_layer(dim)
         self.mlp = ConvMlp(dim, int(dim * mlp_ratio), drop=drop)
@@ -148,6 +186,7 @@ class WaveMLP(nn.Module):
         drop_rate: float = 0.0,
         drop_path_rate: float = 0.0,
         global_pool: str = "avg",
+        fast_path: bool = False,
     ):
         super().__init__()
         if global_pool not in ("avg", ""):
@@ -174,6 +213,7 @@ class WaveMLP(nn.Module):
                     drop_path=dpr[block_idx + j],
                     norm_layer=norm_layer,
                     mode=mode,
+                    fast_path=fast_path,
                 )
                 for j in range(depth)
             ]
@@ -197,6 +237,12 @@ class WaveMLP(nn.Module):
         elif isinstance(m, nn.BatchNorm2d):
             nn.init.ones_(m.weight)
             nn.init.zeros_(m.bias)
+
+    def set_fast_path(self, enable: bool = True) -> None:
+        """Switch every token-mixing layer between the reference and the fast computation."""
+        for m in self.modules():
+            if isinstance(m, PATM):
+                m.fast_path = enable
 
     # --- timm model protocol -------------------------------------------------------------------
     @torch.jit.ignore

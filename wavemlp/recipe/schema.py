@@ -35,6 +35,7 @@ class ModelCfg:
     initial_checkpoint: str = setting("", "start from this checkpoint file", "--initial-checkpoint")
     channels_last: bool = setting(False, "channels_last memory format", "--channels-last")
     compile: bool = setting(False, "torch.compile the model where torch has it", "--torchcompile")
+    fast_path: bool = setting(False, "fused token mixing: same function and weights, fewer memory passes", "")
 
 
 @dataclass

@@ -1,0 +1,134 @@
+"""`wmlp bench`: the JSON schema, the scalability arithmetic and the seed's table format."""
+
+import json
+import subprocess
+
+import pytest
+
+from wavemlp.bench.scaling import parse_counts, scalability
+from wavemlp.bench.table import seed_table
+from wavemlp.errors import KitError
+
+
+def test_scalability_is_throughput_over_n_times_single():
+    results = {1: {"img_s_total": 140.48}, 8: {"img_s_total": 1068.15}}
+    assert scalability(results) == {1: 1.0, 8: pytest.approx(1068.15 / (8 * 140.48))}
+    assert scalability({8: {"img_s_total": 1.0}}) == {}
+    assert parse_counts("8,1,8") == [1, 8]
+    with pytest.raises(KitError, match="--gpus"):
+        parse_counts("1,x")
+    with pytest.raises(KitError, match="--gpus"):
+        parse_counts("0")
+
+
+def test_seed_table_format():
+    r = {
+        "model": "WaveMLP_T_dw",
+        "device": {"name": "Iluvatar BI-V100", "type": "cuda"},
+        "world_size": 8,
+        "precision": "fp16",
+        "batch_size": 128,
+        "img_s_total": 884.27,
+    }
+    assert seed_table([r]).splitlines()[-1] == "| WaveMLP_T_dw | BI-V100 x8 | FP16 | 128 | 884.27 |"
+
+
+SCHEMA_KEYS = {
+    "schema",
+    "mode",
+    "model",
+    "precision",
+    "batch_size",
+    "img_size",
+    "channels_last",
+    "compile",
+    "fast_path",
+    "data",
+    "device",
+    "world_size",
+    "steps",
+    "warmup",
+    "img_s_per_device",
+    "img_s_total",
+    "step_time_s",
+    "data_time_s",
+    "compute_time_s",
+    "data_wait_share",
+    "compile_time_s",
+    "peak_mem_mb",
+    "peak_mem_kind",
+    "power",
+    "versions",
+}
+
+
+@pytest.mark.parametrize("mode", ["train", "infer"])
+def test_bench_json_schema_on_the_cpu(wmlp_exe, tmp_path, mode):
+    out_json = tmp_path / "b.json"
+    cmd = [
+        wmlp_exe,
+        "bench",
+        "--recipe",
+        "cpu-demo",
+        "--mode",
+        mode,
+        "--steps",
+        "3",
+        "--warmup",
+        "1",
+        "--batch-size",
+        "4",
+        "--json",
+        str(out_json),
+    ]
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr
+    assert "| Model | GPU | precision | batchsize | fps |" in out.stdout
+    r = json.loads(out_json.read_text())
+    assert set(r) == SCHEMA_KEYS and r["schema"] == "wavemlp-kit/bench/1"
+    s = r["img_s_per_device"]
+    assert 0 < s["min"] <= s["median"] <= s["max"] and r["img_s_total"] == pytest.approx(s["median"])
+    assert r["step_time_s"]["median"] >= r["compute_time_s"]["median"] > 0
+    assert r["power"] == "n/a" and r["peak_mem_kind"] == "host_rss" and r["peak_mem_mb"] > 0
+    assert r["mode"] == mode and r["batch_size"] == 4 and r["world_size"] == 1 and r["compile_time_s"] is None
+
+
+def test_bench_data_mode_and_scaling_over_two_processes(wmlp_exe, mini_data, tmp_path):
+    out = subprocess.run(
+        [wmlp_exe, "bench", "--recipe", "cpu-demo", "--mode", "data", "--data", str(mini_data), "--steps", "3"],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert out.returncode == 0, out.stderr
+    r = json.loads(out.stdout)
+    assert r["img_s_per_worker"] > 0 and r["loader_img_s"] > 0 and r["images_timed"] == 30
+    out_json = tmp_path / "scale.json"
+    out = subprocess.run(
+        [
+            wmlp_exe,
+            "bench",
+            "--recipe",
+            "cpu-demo",
+            "--gpus",
+            "1,2",
+            "--steps",
+            "2",
+            "--warmup",
+            "1",
+            "--batch-size",
+            "4",
+            "--json",
+            str(out_json),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    assert out.returncode == 0, out.stderr
+    r = json.loads(out_json.read_text())
+    assert set(r["results"]) == {"1", "2"} and r["results"]["2"]["world_size"] == 2
+    assert r["scalability"]["2"] == pytest.approx(
+        r["results"]["2"]["img_s_total"] / (2 * r["results"]["1"]["img_s_total"])
+    )
+    assert "scalability 1 -> 2:" in out.stdout

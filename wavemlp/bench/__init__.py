@@ -1,0 +1,1 @@
+"""Benchmarks: training/inference throughput, data-pipeline speed, power, scaling over device counts."""
