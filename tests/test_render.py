@@ -8,7 +8,9 @@ Regenerate the goldens after a deliberate template change (then review the diff)
 from __future__ import annotations
 
 import os
+import re
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -65,6 +67,31 @@ def _render_to_stdout(args: list[str], tmp_path: Path) -> str:
     return rendered(args)
 
 
+# ------------------------------------------------------------------------------------ login nodes
+
+_NO_TORCH = """
+import sys
+for name in ("torch", "torchvision", "timm"):
+    sys.modules[name] = None  # any import of them now fails, as on a login node without them
+from click.testing import CliRunner
+from wavemlp.render.commands import launch, recipes, slurm
+for command, args in ((slurm, ["render", "--recipe", "bi-v150"]), (launch, ["--dry-run"]), (recipes, ["list"])):
+    result = CliRunner().invoke(command, args)
+    assert result.exit_code == 0, (args, result.output, result.exception)
+print("rendered without torch")
+"""
+
+
+# wavemlp/__init__.py imports the models (torch, timm) to register them with timm, so any wavemlp import
+# needs torch. Fixed there by skipping that import when torch or timm is missing (ModuleNotFoundError
+# naming them); strict, so that the fix turns this into a failure that asks for the marker to go.
+@pytest.mark.xfail(strict=True, reason="wavemlp/__init__.py imports torch for every wavemlp import (see comment)")
+def test_render_commands_work_without_torch() -> None:
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
+    result = subprocess.run([sys.executable, "-c", _NO_TORCH], capture_output=True, text=True, env=env, cwd=ROOT)
+    assert result.returncode == 0 and "rendered without torch" in result.stdout, result.stderr[-2000:]
+
+
 # ------------------------------------------------------------------------------------------ goldens
 
 
@@ -77,8 +104,10 @@ def test_goldens_are_deterministic_and_machine_free(tmp_path: Path) -> None:
     for path, args in golden_variants()[:6] + golden_variants()[-4:]:
         first, second = _render_to_stdout(args, tmp_path), _render_to_stdout(args, tmp_path)
         assert first == second
-        for local in (str(ROOT), str(Path.home()), os.uname().nodename, str(tmp_path)):
+        for local in (str(ROOT), str(Path.home()) + "/", str(tmp_path)):
             assert local not in first, f"{path.name} carries {local!r} from this machine"
+        host = os.uname().nodename
+        assert len(host) < 4 or not re.search(rf"\b{re.escape(host)}\b", first), f"{path.name} names this host"
 
 
 def test_every_golden_is_shellcheck_clean_and_parses() -> None:
