@@ -42,7 +42,7 @@ demo: $(STAMP)  ## build the digits data, train WaveMLP_T_dw on the CPU, evaluat
 	$(WMLP) train --recipe cpu-demo --data $(DEMO_DATA) --run-dir $(DEMO_RUN) --resume auto
 	$(WMLP) eval --model WaveMLP_T_dw --checkpoint $(DEMO_RUN)/checkpoints/best.pth --data $(DEMO_DATA) \
 		--use-ema --workers 1 --json $(DEMO_RUN)/eval.json
-	$(WMLP) report $(DEMO_RUN)
+	$(WMLP) report $(DEMO_RUN) -o $(DEMO_RUN)/report
 
 clean:  ## remove the virtual environment and build leftovers (runs/ is kept)
 	rm -rf $(VENV) build *.egg-info .pytest_cache .ruff_cache

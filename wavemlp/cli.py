@@ -317,12 +317,24 @@ def doctor(data_path, as_json) -> None:
 
 
 @cli.command()
-@click.argument("run_dirs", nargs=-1, required=True, type=click.Path(exists=True, file_okay=False, path_type=Path))
-def report(run_dirs) -> None:
-    """Results of training runs as Markdown tables."""
-    from .report import run_summary
+@click.argument("inputs", nargs=-1, required=True, type=click.Path(exists=True, path_type=Path))
+@click.option(
+    "-o",
+    "--out",
+    "out_dir",
+    default=None,
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Write report.md and PNG plots here.",
+)
+@click.option("--no-plots", is_flag=True, help="Markdown only.")
+def report(inputs, out_dir, no_plots) -> None:
+    """Results of training runs (folders) and bench results (JSON) as Markdown, with plots."""
+    from .report import build_report
 
-    click.echo("\n\n".join(run_summary(d) for d in run_dirs))
+    text, files = build_report(inputs, out_dir, plots=not no_plots)
+    click.echo(text)
+    for f in files:
+        click.echo("wrote {}".format(f), err=True)
 
 
 def main(argv=None) -> None:

@@ -143,6 +143,9 @@ class TrainCfg:
     eval_metric: str = setting(
         "top1", "metric that picks the best checkpoint", "--eval-metric", choices=["top1", "top5", "loss"]
     )
+    convergence_top1: Optional[float] = setting(
+        None, "top-1 the run must reach (the report's criterion)", "", range=(0.0, 100.0)
+    )
     eval_ema: bool = setting(True, "pick the best checkpoint by the EMA's metric when EMA is on", "")
     sync_bn: bool = setting(False, "synchronised BatchNorm across ranks", "--sync-bn")
     dist_bn: str = setting(
