@@ -542,3 +542,18 @@ def test_eval_loader_keeps_last_batch(demo_root):
     sampler = EpochSampler(len(ds), shuffle=False, drop_last=False)
     loader = build_loader(ds, sampler, 100, workers=0, pin_memory=False, is_training=False, prefetch_factor=4)
     assert len(loader) == 4 and sum(len(y) for _, y, _ in loader) == 359
+
+
+def test_seed_randaugment_posterize_at_full_magnitude_gives_black_not_an_error():
+    # mstd0.5 noise pushes the magnitude to 10, where timm asks PosterizeIncreasing for 0 bits.
+    from PIL import Image
+
+    from wavemlp.data.loader import build_transforms, default_data_cfg
+
+    transform = build_transforms(default_data_cfg(), True)
+    ops = [op for t in transform.transforms for op in getattr(t, "ops", []) if op.name.startswith("Posterize")]
+    assert ops
+    img = Image.new("RGB", (16, 16), (200, 120, 40))
+    for op in ops:
+        out = op.aug_fn(img, *op.level_fn(10.0, op.hparams))
+        assert out.getextrema() == ((0, 0), (0, 0), (0, 0))

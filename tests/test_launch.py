@@ -10,7 +10,6 @@ from tests.infra.render_tools import (
     GOLDEN,
     check_golden,
     child_env,
-    demo_data,  # noqa: F401
     quick_sets,
     rank_checksums,
     wmlp,

@@ -82,10 +82,6 @@ print("rendered without torch")
 """
 
 
-# wavemlp/__init__.py imports the models (torch, timm) to register them with timm, so any wavemlp import
-# needs torch. Fixed there by skipping that import when torch or timm is missing (ModuleNotFoundError
-# naming them); strict, so that the fix turns this into a failure that asks for the marker to go.
-@pytest.mark.xfail(strict=True, reason="wavemlp/__init__.py imports torch for every wavemlp import (see comment)")
 def test_render_commands_work_without_torch() -> None:
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
     result = subprocess.run([sys.executable, "-c", _NO_TORCH], capture_output=True, text=True, env=env, cwd=ROOT)

@@ -15,7 +15,6 @@ from pathlib import Path
 import pytest
 
 from tests.infra import slurm as slurm_infra
-from tests.infra.slurm import slurm_cluster  # noqa: F401
 
 LocalSlurmCluster = slurm_infra.LocalSlurmCluster
 require_slurm = slurm_infra.require_slurm

@@ -15,12 +15,11 @@ import pytest
 
 from tests.infra.render_tools import (
     child_env,
-    demo_data,  # noqa: F401
     quick_sets,
     rank_checksums,
     wmlp,
 )
-from tests.infra.slurm import LocalSlurmCluster, slurm_cluster  # noqa: F401
+from tests.infra.slurm import LocalSlurmCluster
 
 pytestmark = [pytest.mark.slurm, pytest.mark.slow]
 
@@ -81,16 +80,7 @@ def test_cpu_job_trains_on_two_nodes_by_two_gloo_processes(
     assert (run_dir / "logs" / f"{job_id}.sbatch").is_file()
 
 
-# The engine seeds each rank's sampler with seed + rank, but only rank 0's sampler state is saved: a rank
-# other than 0 then refuses the mid-epoch resume ("sampler seed was 42, now 43"). Fixed by seeding the
-# sampler with train.seed on every rank (wavemlp/engine/trainer.py, EpochSampler(..., seed=r.train.seed));
-# strict, so that the fix turns this into a failure that asks for the marker to go.
-ENGINE_SAMPLER_SEED = pytest.mark.xfail(
-    strict=True, reason="engine: per-rank sampler seed breaks multi-rank mid-epoch resume (see comment)"
-)
-
-
-@pytest.mark.parametrize("nodes", [1, pytest.param(2, marks=ENGINE_SAMPLER_SEED)], ids=["1-node", "2-nodes"])
+@pytest.mark.parametrize("nodes", [1, 2], ids=["1-node", "2-nodes"])
 def test_preempted_job_checkpoints_requeues_and_resumes_without_losing_a_step(
     nodes: int,
     slurm_cluster: LocalSlurmCluster,  # noqa: F811

@@ -337,6 +337,12 @@ def report(inputs, out_dir, no_plots) -> None:
         click.echo("wrote {}".format(f), err=True)
 
 
+from .render.commands import launch, recipes, slurm  # noqa: E402 - after the core commands, in help order
+
+for _command in (recipes, launch, slurm):
+    cli.add_command(_command)
+
+
 def main(argv=None) -> None:
     try:
         cli.main(args=argv, prog_name="wmlp", standalone_mode=False)

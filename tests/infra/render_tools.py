@@ -161,15 +161,6 @@ def rank_checksums(log_text: str) -> dict[int, str]:
     return {int(rank): digest for rank, digest in found}
 
 
-@pytest.fixture(scope="session")
-def demo_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from wavemlp.data import write_demo_dataset
-
-    out = tmp_path_factory.mktemp("demo") / "digits"
-    write_demo_dataset(str(out))
-    return out
-
-
 def child_env() -> dict[str, str]:
     """Trainers must import this checkout's wavemlp with this interpreter."""
     path = os.pathsep.join(p for p in [str(ROOT), os.environ.get("PYTHONPATH", "")] if p)

@@ -99,7 +99,7 @@ def build_transforms(cfg: Dict[str, object], is_training: bool):
         auto_augment = cfg["auto_augment"] or None
         if isinstance(auto_augment, str) and auto_augment.lower() == "none":
             auto_augment = None
-        return create_transform(
+        return _with_safe_posterize(create_transform(
             input_size=img_size,
             is_training=True,
             scale=_pair("scale", cfg["scale"]),
@@ -114,7 +114,7 @@ def build_transforms(cfg: Dict[str, object], is_training: bool):
             re_prob=float(cfg["reprob"]),
             re_mode=str(cfg["remode"]),
             re_count=int(cfg["recount"]),
-        )
+        ))
     interpolation = str(cfg["interpolation"])
     if interpolation == "random":
         raise ValueError("interpolation 'random' is for training only; evaluation needs a fixed one (bicubic)")
@@ -124,6 +124,30 @@ def build_transforms(cfg: Dict[str, object], is_training: bool):
     return create_transform(
         input_size=img_size, is_training=False, interpolation=interpolation, mean=mean, std=std, crop_pct=crop_pct
     )
+
+
+def _posterize_keeping_zero_bits(img, bits_to_keep, **_):
+    """Posterize that keeps the old meaning of 0 bits (a black image).
+
+    timm's increasing-posterize reaches 0 bits at magnitude 10 (which ``mstd0.5`` noise hits); Pillow
+    13 rejects 0 where earlier Pillow returned black, which killed runs at random.
+    """
+    from PIL import Image, ImageOps
+
+    if bits_to_keep >= 8:
+        return img
+    if bits_to_keep <= 0:
+        return Image.new(img.mode, img.size)
+    return ImageOps.posterize(img, int(bits_to_keep))
+
+
+def _with_safe_posterize(transform):
+    """Swap the posterize op of the transform's AutoAugment/RandAugment stage (this object only)."""
+    for t in getattr(transform, "transforms", []):
+        for op in getattr(t, "ops", []) + [o for policy in getattr(t, "policy", []) for o in policy]:
+            if getattr(op, "name", "").startswith("Posterize"):
+                op.aug_fn = _posterize_keeping_zero_bits
+    return transform
 
 
 def seed_worker(worker_id: int) -> None:

@@ -219,13 +219,15 @@ class Trainer:
                 f"model.num_classes: {r.model.num_classes} is fewer than the "
                 f"{self.train_set.num_classes} classes in {root}"
             )
+        # One epoch order for all ranks (each takes its share of it); the sampler mixes the rank into
+        # each sample's augmentation seed itself.
         seed = r.train.seed + self.dist.rank
         self.sampler = EpochSampler(
             len(self.train_set),
             self.dist.world_size,
             self.dist.rank,
             shuffle=True,
-            seed=seed,
+            seed=r.train.seed,
             repeated_aug=r.augment.repeated_aug,
             drop_last=True,
         )
