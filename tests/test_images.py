@@ -157,6 +157,34 @@ def test_build_command_is_complete_and_keeps_certificates_off_the_command_line(t
     assert "BASE_IMAGE=site/pytorch:24.05" in cuda and str(REPO / "docker" / "Dockerfile.cuda") in cuda
 
 
+def test_extra_ca_must_be_the_sites_certificates_not_a_whole_bundle(tmp_path):
+    pem = "-----BEGIN CERTIFICATE-----\n" + "A" * 64 + "\n-----END CERTIFICATE-----\n"
+    (tmp_path / "bundle.pem").write_text(pem * 1200)
+    with pytest.raises(ImageBuildError, match="not a whole system bundle"):
+        image_build.read_extra_ca(tmp_path / "bundle.pem")
+    (tmp_path / "key.txt").write_text("not a certificate")
+    with pytest.raises(ImageBuildError, match="holds no PEM certificate"):
+        image_build.read_extra_ca(tmp_path / "key.txt")
+
+
+def test_build_failure_names_the_step_output_not_just_the_exit_code():
+    chunks = [
+        {"stream": "Step 12/37 : RUN provision.py verify\n"},
+        {"stream": "wavemlp image error: the image is not consistent: torch changed\n"},
+        {"error": "The command '/bin/sh -c ...' returned a non-zero code: 2"},
+    ]
+    seen: list[str] = []
+    with pytest.raises(ImageBuildError) as err:
+        image_build._follow(chunks, seen.append, "t:1")
+    assert str(err.value).startswith("docker build of t:1 failed: the image is not consistent: torch changed; ")
+    assert len(seen) == 2
+    chunks = [{"stream": "Step 3/9 : RUN x\n"}, {"stream": "bash: x: command not found\n"}, {"error": "code: 127"}]
+    with pytest.raises(ImageBuildError, match="x: command not found; code: 127"):
+        image_build._follow(chunks, seen.append, "t:1")
+    assert image_build._follow([{"aux": {"ID": "sha256:abc"}}, {"stream": "Successfully built abc\n"}],
+                               seen.append, "t:1") == "sha256:abc"
+
+
 def test_unknown_names_are_refused():
     with pytest.raises(ImageBuildError, match="unknown image target 'v100'"):
         docker_build_command("v100")
