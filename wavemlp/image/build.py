@@ -20,7 +20,7 @@ DEFAULT_BASES = {"cuda": "nvcr.io/nvidia/pytorch:24.05-py3", "corex": "corex:4.2
 # Each target has its own pins (docker/constraints/<target>.txt) and its natural Dockerfile.
 TARGETS = {"a100": "cuda", "h100": "cuda", "cpu": "cuda", "bi-v100": "corex", "bi-v150": "corex"}
 CA_BUILD_ARG = "EXTRA_CA_CERTS"
-# Filled from the sources and the base image; a caller's build_args win over them.
+# Runs inside the images (and in a container of the base, to probe it) on the base's own Python.
 _PROVISION = Path(__file__).with_name("provision.py")
 # Lines the classic builder prints around each step; the rest is what the steps themselves print.
 _ENGINE_CHATTER = re.compile(r"^(Step \d+/\d+ :| ---> |Removing intermediate container|Successfully (built|tagged))")
@@ -119,6 +119,7 @@ def compose_build_args(
     build_args: Mapping[str, str] | None = None,
     base_info: BaseInfo | None = None,
 ) -> dict[str, str]:
+    """All build args: from the sources, from the probed base, then the caller's (which win over those)."""
     args = {"BASE_IMAGE": base, "TARGET": target, **source_build_args(context)}
     if base_info is not None:
         args.update(base_build_args(base_info, kind))
