@@ -312,7 +312,8 @@ def test_printed_command_builds_the_same_image(cuda_built: Built, docker_engine:
     info = image_build.probe_base(docker_engine.client, image_build.DEFAULT_BASES["cuda"])
     cmd = docker_build_command("h100", "cuda", None, "wavemlp-test:h100-cli", kit_context,
                                {"RECIPE": "test-recipe", "GIT_COMMIT": _git_commit()}, host_ca_bundle, info)
-    env = image_build.build_env(host_ca_bundle) | {"DOCKER_HOST": docker_engine.host}
+    # The classic builder, as the SDK uses: a client with buildx would pick BuildKit, whose cache is not shared.
+    env = image_build.build_env(host_ca_bundle) | {"DOCKER_HOST": docker_engine.host, "DOCKER_BUILDKIT": "0"}
     done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=1200, check=False)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     # Same context, same arguments: every step comes from the cache, down to the same image.
