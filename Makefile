@@ -13,7 +13,7 @@ STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 GPU ?= cpu
 
-.PHONY: help install test lint demo clean
+.PHONY: help install test lint demo image smoke clean
 
 help:  ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -30,9 +30,9 @@ install: $(STAMP)  ## create .venv with torch and the kit (editable, with dev to
 test: $(STAMP)  ## run the test suite (starts its own Slurm cluster and Docker engine where installed)
 	$(PY) -m pytest $(PYTEST_ARGS)
 
-lint: $(STAMP)  ## ruff, and vermin: the package runs inside vendor images on Python 3.8
+lint: $(STAMP)  ## ruff, and vermin: the package runs inside vendor images on Python 3.8 (the image builder is host-only)
 	$(VENV)/bin/ruff check .
-	$(VENV)/bin/vermin -q -t=3.8- --no-tips --violations --eval-annotations --backport dataclasses --exclude-regex '^\.venv' wavemlp
+	$(VENV)/bin/vermin -q -t=3.8- --no-tips --violations --eval-annotations --backport dataclasses --exclude-regex '^\.venv|wavemlp/image/build.py' wavemlp
 
 DEMO_DATA ?= data/digits
 DEMO_RUN ?= runs/demo
@@ -43,6 +43,18 @@ demo: $(STAMP)  ## build the digits data, train WaveMLP_T_dw on the CPU, evaluat
 	$(WMLP) eval --model WaveMLP_T_dw --checkpoint $(DEMO_RUN)/checkpoints/best.pth --data $(DEMO_DATA) \
 		--use-ema --workers 1 --json $(DEMO_RUN)/eval.json
 	$(WMLP) report $(DEMO_RUN) -o $(DEMO_RUN)/report
+
+# Device access for `make smoke` (e.g. "--gpus all" on NVIDIA, "--privileged -v /dev:/dev" on CoreX).
+DOCKER_RUN_ARGS ?=
+
+# Extra CA certificates (PEM) for pip inside the build, for sites behind a TLS-intercepting proxy.
+EXTRA_CA ?=
+
+image: $(STAMP)  ## build the container image of a target: make image GPU=bi-v150 (a100, h100, bi-v100, cpu)
+	$(WMLP) image build --gpu $(GPU) $(if $(EXTRA_CA),--extra-ca "$(EXTRA_CA)")
+
+smoke: $(STAMP)  ## one training step, checkpoint round trip and eval step inside the built image of GPU=...
+	$(WMLP) image smoke --gpu $(GPU) --docker-arg "$(DOCKER_RUN_ARGS)"
 
 clean:  ## remove the virtual environment and build leftovers (runs/ is kept)
 	rm -rf $(VENV) build *.egg-info .pytest_cache .ruff_cache

@@ -6,8 +6,8 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-# One Slurm cluster for the whole session, whichever modules use it.
-pytest_plugins = ["tests.infra.slurm"]
+# One Slurm cluster and one Docker engine for the whole session, whichever modules use them.
+pytest_plugins = ["tests.infra.slurm", "tests.infra.docker"]
 
 DATA = Path(__file__).resolve().parent / "data"
 IN_CI = os.environ.get("CI", "").lower() == "true"

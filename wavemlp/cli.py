@@ -337,6 +337,78 @@ def report(inputs, out_dir, no_plots) -> None:
         click.echo("wrote {}".format(f), err=True)
 
 
+@cli.group()
+def image() -> None:
+    """Container images: build a target's image (CUDA or CoreX base)."""
+
+
+@image.command("build")
+@click.option("--gpu", "--target", "target", required=True, help="Target: a100, h100, cpu, bi-v100, bi-v150.")
+@click.option("--base", default=None, help="Base image [default: the target recipe's image.base].")
+@click.option("--tag", default=None, help="Image tag [default: the recipe's image.name:image.tag].")
+@click.option("--dockerfile", type=click.Choice(["cuda", "corex"]), default=None,
+              help="[default: the recipe's image.dockerfile].")
+@click.option("--extra-ca", type=click.Path(dir_okay=False, exists=True, path_type=Path), default=None,
+              help="PEM file of extra CA certificates for pip during the build (sites behind TLS proxies).")
+@click.option("--build-arg", "build_args", multiple=True, metavar="KEY=VALUE", help="Extra docker build argument.")
+@click.option("--context", type=click.Path(file_okay=False, exists=True, path_type=Path), default=None,
+              help="Build context [default: this checkout].")
+@click.option("--print", "print_only", is_flag=True, help="Print the equivalent docker build command instead.")
+def image_build(target, base, tag, dockerfile, extra_ca, build_args, context, print_only) -> None:
+    """Build the image of a target through the Docker engine ($DOCKER_HOST), streaming its output."""
+    from .image.build import ImageBuildError, build_image, docker_build_command, format_command
+    from .recipe import load_recipe
+    from .resources import repo_root
+
+    recipe = load_recipe(target).recipe
+    base = base or recipe.image.base or None
+    tag = tag or ("{}:{}".format(recipe.image.name, recipe.image.tag) if recipe.image.tag else None)
+    dockerfile = dockerfile or recipe.image.dockerfile
+    context = context or repo_root()
+    if context is None:
+        raise KitError("--context: an installed kit has no build context; pass the path of a wavemlp-kit checkout")
+    args = {}
+    for item in build_args:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise click.BadParameter("expected KEY=VALUE, got {!r}".format(item), param_hint="--build-arg")
+        args[key] = value
+    args.setdefault("RECIPE", target)
+    try:
+        if print_only:
+            cmd = docker_build_command(target, dockerfile, base, tag, context, args, extra_ca)
+            click.echo(format_command(cmd, extra_ca))
+            return
+        image_id = build_image(target, dockerfile, base, tag, context, args, extra_ca, stream=click.echo)
+    except ImageBuildError as exc:
+        raise KitError(str(exc)) from None
+    click.echo("built {} ({})".format(tag or target, image_id))
+
+
+def image_ref(target: str) -> str:
+    from .recipe import load_recipe
+
+    img = load_recipe(target).recipe.image
+    return "{}:{}".format(img.name, img.tag or target)
+
+
+@image.command("smoke")
+@click.option("--gpu", "--target", "target", required=True, help="Target whose image runs the smoke test.")
+@click.option("--docker-arg", "docker_args", multiple=True, help="Extra docker run argument (device access).")
+def image_smoke(target, docker_args) -> None:
+    """Run `wmlp smoke --recipe TARGET` inside the target's built image; exits with its status."""
+    import shlex
+    import shutil
+    import subprocess
+
+    if shutil.which("docker") is None:
+        raise KitError("docker: the docker client is not installed (needed to run the image)")
+    args = [a for item in docker_args for a in shlex.split(item)]
+    cmd = ["docker", "run", "--rm", "--network", "host", *args, image_ref(target), "smoke", "--recipe", target]
+    click.echo("+ " + " ".join(shlex.quote(c) for c in cmd), err=True)
+    sys.exit(subprocess.run(cmd).returncode)
+
+
 from .render.commands import launch, recipes, slurm  # noqa: E402 - after the core commands, in help order
 
 for _command in (recipes, launch, slurm):

@@ -13,6 +13,7 @@ Environment knobs for developers (CI sets neither):
   did not change (a cold start builds them in about 3.5 minutes).
 - WAVEMLP_TEST_CACHE: keep the debootstrap rootfs tarball there (saves about 45 s when the data root is new).
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -80,8 +81,14 @@ class DockerEngine:
     process: subprocess.Popen
     client: object  # docker.DockerClient
 
-    def run(self, image: str, command: list[str], entrypoint: list[str] | None = None, user: str | None = None,
-            timeout: float = 600) -> str:
+    def run(
+        self,
+        image: str,
+        command: list[str],
+        entrypoint: list[str] | None = None,
+        user: str | None = None,
+        timeout: float = 600,
+    ) -> str:
         """Run a throwaway container, return its stdout; raise with its stderr when it fails."""
         cmd = ["docker", "run", "--rm", "--network", "host"]
         if entrypoint is not None:
@@ -110,10 +117,24 @@ def start_dockerd(root: Path, timeout: float = 60) -> tuple[subprocess.Popen, st
     host = f"unix://{root}/docker.sock"
     log = open(root / "dockerd.log", "ab")  # noqa: SIM115 - the daemon writes to it for the whole session
     proc = subprocess.Popen(
-        ["dockerd", "--data-root", str(root / "data"), "--exec-root", str(root / "exec"),
-         "--pidfile", str(root / "dockerd.pid"), "-H", host, "--storage-driver=overlay2",
-         "--iptables=false", "--bridge=none", "--ip-forward=false"],
-        stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+        [
+            "dockerd",
+            "--data-root",
+            str(root / "data"),
+            "--exec-root",
+            str(root / "exec"),
+            "--pidfile",
+            str(root / "dockerd.pid"),
+            "-H",
+            host,
+            "--storage-driver=overlay2",
+            "--iptables=false",
+            "--bridge=none",
+            "--ip-forward=false",
+        ],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
     )
     log.close()
     deadline = time.monotonic() + timeout
@@ -209,7 +230,9 @@ def debian_rootfs(docker_engine: DockerEngine) -> Path:
     try:
         done = subprocess.run(
             ["debootstrap", "--variant=minbase", "--include=python3,python3-pip", SUITE, str(tree), apt_mirror()],
-            capture_output=True, text=True, check=False,
+            capture_output=True,
+            text=True,
+            check=False,
         )
         if done.returncode != 0:
             raise RuntimeError(f"debootstrap failed ({done.returncode}): {done.stdout[-2000:]}{done.stderr[-2000:]}")
@@ -243,7 +266,7 @@ def docker_import(tar_stream_cmd: list[str], name: str, changes: list[str]) -> N
 def debian_image(docker_engine: DockerEngine, debian_rootfs: Path) -> str:
     recipe = _recipe(SUITE, debian_rootfs.stat().st_size)
     if not docker_engine.has_image(DEBIAN_IMAGE, recipe):
-        docker_import(["cat", str(debian_rootfs)], DEBIAN_IMAGE, [f"LABEL {STANDIN_LABEL}={recipe}", "CMD [\"bash\"]"])
+        docker_import(["cat", str(debian_rootfs)], DEBIAN_IMAGE, [f"LABEL {STANDIN_LABEL}={recipe}", 'CMD ["bash"]'])
     return DEBIAN_IMAGE
 
 
@@ -261,9 +284,11 @@ class StandIn:
 
 
 def probe_torch(engine: DockerEngine, image: str) -> dict[str, str]:
-    code = ("import json, os, torch, torchvision; print(json.dumps({'torch': torch.__version__, "
-            "'torch_file': os.path.realpath(torch.__file__), 'torchvision': torchvision.__version__, "
-            "'torchvision_file': os.path.realpath(torchvision.__file__)}))")
+    code = (
+        "import json, os, torch, torchvision; print(json.dumps({'torch': torch.__version__, "
+        "'torch_file': os.path.realpath(torch.__file__), 'torchvision': torchvision.__version__, "
+        "'torchvision_file': os.path.realpath(torchvision.__file__)}))"
+    )
     return json.loads(engine.run(image, ["-c", code], entrypoint=["python3"]).strip().splitlines()[-1])
 
 
@@ -271,8 +296,9 @@ def _standin(engine: DockerEngine, image: str, tags: tuple[str, ...], seconds: f
     for tag in tags:
         engine.client.images.get(image).tag(tag)
     found = probe_torch(engine, image)
-    return StandIn(image, tags, found["torch"], found["torch_file"], found["torchvision"], found["torchvision_file"],
-                   seconds)
+    return StandIn(
+        image, tags, found["torch"], found["torch_file"], found["torchvision"], found["torchvision_file"], seconds
+    )
 
 
 @pytest.fixture(scope="session")
@@ -298,9 +324,21 @@ def cuda_standin(docker_engine: DockerEngine, debian_image: str, debian_rootfs: 
             site = tree / "usr/local/lib/python3.11/dist-packages"
             site.mkdir(parents=True, exist_ok=True)
             done = subprocess.run(
-                [sys.executable, "-m", "pip", "install", "--quiet", "--disable-pip-version-check", "--target",
-                 str(site), *_foreign_python_flags(), *CUDA_TORCH],
-                capture_output=True, text=True, check=False,
+                [
+                    sys.executable,
+                    "-m",
+                    "pip",
+                    "install",
+                    "--quiet",
+                    "--disable-pip-version-check",
+                    "--target",
+                    str(site),
+                    *_foreign_python_flags(),
+                    *CUDA_TORCH,
+                ],
+                capture_output=True,
+                text=True,
+                check=False,
             )
             if done.returncode != 0:
                 raise RuntimeError(f"pip could not lay out {CUDA_TORCH}: {done.stderr[-3000:]}")
@@ -314,9 +352,15 @@ def cuda_standin(docker_engine: DockerEngine, debian_image: str, debian_rootfs: 
             pins = "".join(f"{pin.split('==')[0]}=={_version_in(site, pin)}\n" for pin in CUDA_TORCH)
             (tree / "etc/pip").mkdir(parents=True, exist_ok=True)
             (tree / "etc/pip/constraint.txt").write_text(pins)
-            docker_import(["tar", "-C", str(tree), "-c", "."], CUDA_IMAGE, [
-                f"LABEL {STANDIN_LABEL}={recipe}", "ENV PIP_CONSTRAINT=/etc/pip/constraint.txt", "CMD [\"bash\"]",
-            ])
+            docker_import(
+                ["tar", "-C", str(tree), "-c", "."],
+                CUDA_IMAGE,
+                [
+                    f"LABEL {STANDIN_LABEL}={recipe}",
+                    "ENV PIP_CONSTRAINT=/etc/pip/constraint.txt",
+                    'CMD ["bash"]',
+                ],
+            )
         finally:
             subprocess.run(["rm", "-rf", "--one-file-system", str(tree)], check=False)
     return _standin(docker_engine, CUDA_IMAGE, ("nvcr.io/nvidia/pytorch:24.05-py3",), time.monotonic() - start)
@@ -346,8 +390,9 @@ def _foreign_python_flags() -> list[str]:
 
 def _build_from_text(engine: DockerEngine, dockerfile: str, tag: str) -> None:
     try:
-        engine.client.images.build(fileobj=io.BytesIO(dockerfile.encode()), tag=tag, network_mode="host", rm=True,
-                                   forcerm=True)
+        engine.client.images.build(
+            fileobj=io.BytesIO(dockerfile.encode()), tag=tag, network_mode="host", rm=True, forcerm=True
+        )
     except Exception as exc:  # docker.errors.BuildError carries the log
         log = "".join(chunk.get("stream", "") for chunk in getattr(exc, "build_log", []) or [])
         raise RuntimeError(f"building {tag} failed: {exc}\n{log[-3000:]}") from exc

@@ -2,6 +2,7 @@
 
 ``provision.py`` is not imported here: it runs inside the image, on the base image's own Python.
 """
+
 from .build import (
     CA_BUILD_ARG,
     DEFAULT_BASES,
@@ -19,6 +20,17 @@ from .build import (
 )
 
 __all__ = [
-    "CA_BUILD_ARG", "DEFAULT_BASES", "DOCKERFILES", "TARGETS", "BaseInfo", "ImageBuildError", "build_env",
-    "build_image", "default_tag", "docker_build_command", "format_command", "probe_base", "resolve",
+    "CA_BUILD_ARG",
+    "DEFAULT_BASES",
+    "DOCKERFILES",
+    "TARGETS",
+    "BaseInfo",
+    "ImageBuildError",
+    "build_env",
+    "build_image",
+    "default_tag",
+    "docker_build_command",
+    "format_command",
+    "probe_base",
+    "resolve",
 ]

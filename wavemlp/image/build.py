@@ -3,6 +3,7 @@
 Runs on the host that builds (Python 3.10+), talks to the engine through the docker SDK, and never imports
 torch: the base image's torch is looked at inside a throwaway container of that image instead.
 """
+
 from __future__ import annotations
 
 import json
@@ -96,7 +97,9 @@ def source_build_args(context: Path) -> dict[str, str]:
         pass
     # Read, not imported: importing the package would import torch on the host.
     init = context / "wavemlp" / "__init__.py"
-    match = re.search(r"^__version__\s*=\s*['\"]([^'\"]+)['\"]", init.read_text() if init.is_file() else "", re.MULTILINE)
+    match = re.search(
+        r"^__version__\s*=\s*['\"]([^'\"]+)['\"]", init.read_text() if init.is_file() else "", re.MULTILINE
+    )
     if match:
         args["KIT_VERSION"] = match.group(1)
     return args
@@ -150,7 +153,16 @@ def docker_build_command(
     kind, base = resolve(target, dockerfile, base)
     context = Path(context)
     args = compose_build_args(target, kind, base, context, build_args, base_info)
-    cmd = ["docker", "build", "--network", "host", "-f", str(context / DOCKERFILES[kind]), "-t", tag or default_tag(target)]
+    cmd = [
+        "docker",
+        "build",
+        "--network",
+        "host",
+        "-f",
+        str(context / DOCKERFILES[kind]),
+        "-t",
+        tag or default_tag(target),
+    ]
     for key, value in args.items():
         cmd += ["--build-arg", f"{key}={value}"]
     if extra_ca is not None:
@@ -200,10 +212,14 @@ def require_base(client, base: str, kind: str) -> None:
         client.images.get(base)
     except docker.errors.ImageNotFound:
         if kind == "corex":
-            how = (f"CoreX SDK images are built by each site from Iluvatar's installer: build yours and "
-                   f"`docker tag` it as {base}, or pass another base")
+            how = (
+                f"CoreX SDK images are built by each site from Iluvatar's installer: build yours and "
+                f"`docker tag` it as {base}, or pass another base"
+            )
         else:
-            how = f"`docker pull {base}` first (builds never pull), or build/tag your site's CUDA PyTorch image as {base}"
+            how = (
+                f"`docker pull {base}` first (builds never pull), or build/tag your site's CUDA PyTorch image as {base}"
+            )
         raise ImageBuildError(f"base image {base} is not in the local Docker engine; {how}") from None
 
 
@@ -214,14 +230,22 @@ def probe_base(client, base: str, python: str = "python3") -> BaseInfo:
     # The entrypoint is replaced: vendor entrypoints (NGC's banner) would mix their output with the probe's.
     try:
         out = client.containers.run(
-            base, entrypoint=[python, "-c", _PROVISION.read_text(), "probe"], command=[], network_mode="none",
-            remove=True, stdout=True, stderr=False, user="0",
+            base,
+            entrypoint=[python, "-c", _PROVISION.read_text(), "probe"],
+            command=[],
+            network_mode="none",
+            remove=True,
+            stdout=True,
+            stderr=False,
+            user="0",
         )
     except docker.errors.ContainerError as exc:
         detail = _one_line((exc.stderr or b"").decode(errors="replace")) or f"exit {exc.exit_status}"
         raise ImageBuildError(f"base image {base}: its {python} failed ({detail})") from exc
     except docker.errors.APIError as exc:
-        raise ImageBuildError(f"base image {base} cannot run {python}: {_one_line(exc.explanation or str(exc))}") from exc
+        raise ImageBuildError(
+            f"base image {base} cannot run {python}: {_one_line(exc.explanation or str(exc))}"
+        ) from exc
     info = _parse_probe(out.decode(errors="replace"), base)
     torch = info.get("torch") or {}
     if "error" in torch:
@@ -271,8 +295,15 @@ def build_image(
     emit = stream or (lambda line: None)
     try:
         chunks = client.api.build(
-            path=str(context), dockerfile=DOCKERFILES[kind], tag=tag, buildargs=args, network_mode="host",
-            rm=True, forcerm=True, pull=False, decode=True,
+            path=str(context),
+            dockerfile=DOCKERFILES[kind],
+            tag=tag,
+            buildargs=args,
+            network_mode="host",
+            rm=True,
+            forcerm=True,
+            pull=False,
+            decode=True,
         )
         image_id = _follow(chunks, emit, tag)
     except ImageBuildError:
@@ -308,7 +339,7 @@ def _follow(chunks: Iterable[dict], emit: Callable[[str], Any], tag: str) -> str
 def _parse_probe(output: str, base: str) -> dict:
     for line in output.splitlines():
         if line.startswith(_PROBE_MARK):
-            return json.loads(line[len(_PROBE_MARK):])
+            return json.loads(line[len(_PROBE_MARK) :])
     raise ImageBuildError(f"base image {base}: the torch probe printed nothing usable ({_one_line(output)!r})")
 
 

@@ -11,6 +11,7 @@ is installed and on whatever Python the vendor SDK ships. Subcommands:
   version, same files), that every pin of LOCK is what Python now imports, and that no requirement of
   the installed packages (nor of torch/torchvision) is broken.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -20,7 +21,7 @@ import re
 import subprocess
 import sys
 import tempfile
-from typing import Any
+from typing import Any, Dict, List, Optional
 
 # The packages the base image (the vendor's build) provides and the image must never replace.
 VENDOR = ("torch", "torchvision")
@@ -48,11 +49,11 @@ def _packaging():
     return Requirement, Version, InvalidVersion
 
 
-def installed() -> dict[str, Any]:
+def installed() -> Dict[str, Any]:
     """Normalized name -> the distribution Python imports first (sys.path order, so venv before base)."""
     from importlib import metadata
 
-    found: dict[str, Any] = {}
+    found: Dict[str, Any] = {}
     for dist in metadata.distributions():
         name = dist.metadata["Name"]
         if name and normalize(name) not in found:
@@ -60,7 +61,7 @@ def installed() -> dict[str, Any]:
     return found
 
 
-def _module_info(module: str) -> dict[str, str] | None:
+def _module_info(module: str) -> Optional[Dict[str, str]]:
     try:
         mod = __import__(module)
     except Exception as exc:  # noqa: BLE001 - a broken vendor build raises anything, OSError to RuntimeError
@@ -68,14 +69,14 @@ def _module_info(module: str) -> dict[str, str] | None:
     return {"version": str(getattr(mod, "__version__", "")), "file": os.path.realpath(mod.__file__)}
 
 
-def sdk_version(torch_version: str) -> str | None:
+def sdk_version(torch_version: str) -> Optional[str]:
     """'2.4.1+corex.4.2.0' -> '4.2.0': the CoreX SDK names itself in torch's local version."""
     match = re.search(r"\+corex[._-]?([0-9][0-9.]*[0-9])", torch_version)
     return match.group(1) if match else None
 
 
-def probe() -> dict[str, Any]:
-    info: dict[str, Any] = {
+def probe() -> Dict[str, Any]:
+    info: Dict[str, Any] = {
         "python": sys.executable,
         "python_version": "{}.{}.{}".format(*sys.version_info[:3]),
         "torch": _module_info("torch"),
@@ -91,7 +92,7 @@ def probe() -> dict[str, Any]:
     return info
 
 
-def require_torch(info: dict[str, Any], where: str) -> None:
+def require_torch(info: Dict[str, Any], where: str) -> None:
     torch = info["torch"]
     if "error" in torch:
         raise ProvisionError(
@@ -115,7 +116,7 @@ def _satisfied(spec, version: str, vendor_build: bool) -> bool:
         return False
 
 
-def broken_requirements(names: list[str], dists: dict[str, Any], venv: str) -> list[str]:
+def broken_requirements(names: List[str], dists: Dict[str, Any], venv: str) -> List[str]:
     """The unmet requirements of the distributions ``names`` (markers evaluated for this Python).
 
     ``venv`` is the prefix of what the build installed; anything elsewhere is the base's (vendor) build.
@@ -155,7 +156,7 @@ def _location(dist) -> str:
     return os.path.realpath(str(dist.locate_file("")))
 
 
-def record(out: str, expect_torch: str) -> dict[str, Any]:
+def record(out: str, expect_torch: str) -> Dict[str, Any]:
     info = probe()
     require_torch(info, "the base image")
     if expect_torch and info["torch"]["version"] != expect_torch:
@@ -171,7 +172,7 @@ def record(out: str, expect_torch: str) -> dict[str, Any]:
     return info
 
 
-def read_lock(path: str) -> dict[str, str]:
+def read_lock(path: str) -> Dict[str, str]:
     pins = {}
     with open(path) as f:
         for raw in f:
@@ -188,7 +189,7 @@ def read_lock(path: str) -> dict[str, str]:
     return pins
 
 
-def verify(record_path: str, lock_path: str, imports: list[str]) -> list[str]:
+def verify(record_path: str, lock_path: str, imports: List[str]) -> List[str]:
     with open(record_path) as f:
         base = json.load(f)
     now = probe()
@@ -205,7 +206,9 @@ def verify(record_path: str, lock_path: str, imports: list[str]) -> list[str]:
         if dist is None:
             problems.append(f"{name}=={version} is pinned but not installed")
         elif not same_version(dist.version, version):
-            problems.append(f"{name}=={version} is pinned but Python imports {name} {dist.version} from {_location(dist)}")
+            problems.append(
+                f"{name}=={version} is pinned but Python imports {name} {dist.version} from {_location(dist)}"
+            )
     ours = [n for n, d in dists.items() if _location(d).startswith(venv + os.sep)]
     problems += broken_requirements(sorted(ours), dists, venv + os.sep)
     old = set(base.get("vendor_problems", []))
@@ -218,7 +221,7 @@ def verify(record_path: str, lock_path: str, imports: list[str]) -> list[str]:
     return problems
 
 
-def pip(args: list[str]) -> int:
+def pip(args: List[str]) -> int:
     """python -m pip ARGS, trusting the extra CA certificates of the build arg for this call only."""
     env = dict(os.environ)
     extra = env.pop(CA_ENV, "").strip()
@@ -242,7 +245,7 @@ def pip(args: list[str]) -> int:
             os.unlink(bundle)
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: Optional[List[str]] = None) -> int:
     parser = argparse.ArgumentParser(prog="provision.py", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="cmd", required=True)
     sub.add_parser("probe")
