@@ -230,7 +230,7 @@ def test_fresh_start_refuses_a_run_folder_with_checkpoints(wmlp_exe, mini_data, 
     [
         ("extends: cpu-demo\ntrain:\n  epochz: 1\n", "train.epochz: unknown key (did you mean 'epochs'?)"),
         ("extends: cpu-demo\ntrain:\n  batch_size: big\n", "train.batch_size: expected an integer"),
-        ("extends: cpu-demo\naugment:\n  reprob: 2\n", "augment.reprob: 2 is out of range"),
+        ("extends: cpu-demo\naugment:\n  reprob: 2\n", "augment.reprob: 2.0 is out of range"),
         ("extends: no-such-recipe\n", "extends: 'no-such-recipe' not found"),
     ],
 )
