@@ -10,6 +10,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 import yaml
 
+from .engine.records import read_jsonl
 from .errors import KitError
 
 NA = "n/a"
@@ -17,17 +18,6 @@ DEEPSPARK_HEADER = (
     "| Convergence criteria | Configuration | Performance | Accuracy | Power (W) | Scalability "
     "| Memory utilization (G) | Stability |"
 )
-
-
-def _read_jsonl(path: Path) -> List[Dict[str, object]]:
-    out = []
-    if path.is_file():
-        for line in path.read_text().splitlines():
-            try:
-                out.append(json.loads(line))
-            except ValueError:
-                break
-    return out
 
 
 def _fmt(value, spec: str = "{:.2f}") -> str:
@@ -44,7 +34,7 @@ class Run:
 
     def __init__(self, path: Path):
         self.path = Path(path)
-        self.epochs = _read_jsonl(self.path / "metrics.jsonl")
+        self.epochs = read_jsonl(self.path / "metrics.jsonl")
         if not self.epochs:
             raise KitError("{}: no metrics.jsonl (is this a training run folder?)".format(self.path))
         self.recipe = self._load(self.path / "recipe.yaml", yaml.safe_load) or {}
