@@ -68,7 +68,7 @@ class RunLog:
             return _Progress(None)
         from tqdm import tqdm
 
-        return _Progress(tqdm(total=total, initial=initial, desc=desc, leave=False, dynamic_ncols=True))
+        return _Progress(tqdm(total=total, initial=initial, desc=desc, leave=False))
 
     def close(self) -> None:
         if self.fh is not None:

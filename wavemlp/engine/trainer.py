@@ -177,7 +177,11 @@ class Trainer:
         if self.is_main:
             self.run_dir.mkdir(parents=True, exist_ok=True)
         distributed.barrier()
-        self.log = RunLog(self.run_dir / "train.log" if self.is_main else None, rank=self.dist.rank)
+        self.log = RunLog(
+            self.run_dir / "train.log" if self.is_main else None,
+            rank=self.dist.rank,
+            show_progress=self.is_main and r.train.progress and sys.stderr.isatty(),
+        )
         self.precision = devices.resolve_precision(r.train.precision, self.device)
         self.device_info = devices.detect()
         if r.train.deterministic:
