@@ -120,3 +120,29 @@ def test_preempted_job_checkpoints_requeues_and_resumes_without_losing_a_step(
     assert "USR1 received" in batch_log and "start 0 stopped for preemption: requeued" in batch_log
     assert "start 1 ended with status 0" in batch_log
     assert not (run_dir / ".preempt").exists()
+
+
+def test_trainer_started_directly_by_srun_joins_from_slurm_variables(
+    slurm_cluster: LocalSlurmCluster,  # noqa: F811
+    demo_data: Path,  # noqa: F811
+    tmp_path: Path,
+) -> None:
+    """No torchrun: srun starts one trainer per node, which derives rank, world and master from SLURM_*."""
+    import shlex
+    import sys
+
+    run_dir = tmp_path / "direct"
+    train = [sys.executable, "-m", "wavemlp.cli", "train", "--recipe", "cpu", "--run-dir", str(run_dir),
+             *quick_sets(demo_data, 3)]
+    script = tmp_path / "direct.sbatch"
+    script.write_text("#!/bin/bash\n#SBATCH --nodes=2\n#SBATCH --ntasks-per-node=1\n#SBATCH --cpus-per-task=1\n"
+                      f"#SBATCH --output={tmp_path}/direct-%j.out\n"
+                      f"srun {' '.join(shlex.quote(a) for a in train)}\n")
+    job_id = slurm_cluster.submit(script, cwd=tmp_path, env_extra=child_env())
+    state = slurm_cluster.wait(job_id, timeout=420)
+    out = (tmp_path / f"direct-{job_id}.out").read_text(errors="replace")
+    assert state == "COMPLETED", out + slurm_cluster.logs()
+    checksums = rank_checksums(out)
+    assert sorted(checksums) == [0, 1] and len(set(checksums.values())) == 1, out
+    env = json.loads((run_dir / "env.json").read_text())
+    assert env["world_size"] == 2 and env["launcher"] == "srun"
