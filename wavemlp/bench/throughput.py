@@ -131,14 +131,7 @@ def build_step(model: nn.Module, recipe: Recipe, cfg: BenchConfig, device: torch
     def train(x, y):
         with devices.autocast(device, precision):
             loss = loss_fn(model(x), y)
-        optimizer.zero_grad(set_to_none=True)
-        if scaler is not None:
-            scaler.scale(loss).backward()
-            scaler.step(optimizer)
-            scaler.update()
-        else:
-            loss.backward()
-            optimizer.step()
+        devices.backward_and_step(loss, optimizer, scaler)
         return loss
 
     return train

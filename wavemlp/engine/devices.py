@@ -105,6 +105,24 @@ def grad_scaler(device: torch.device, precision: str):
     return torch.cuda.amp.GradScaler()
 
 
+def backward_and_step(loss: torch.Tensor, optimizer, scaler=None, clip=None) -> None:
+    """Backward, optional gradient clipping (on unscaled gradients), optimizer step: with or without
+    fp16 loss scaling. The one update rule that training, smoke tests and benchmarks share."""
+    optimizer.zero_grad(set_to_none=True)
+    if scaler is not None:
+        scaler.scale(loss).backward()
+        if clip is not None:
+            scaler.unscale_(optimizer)
+            clip()
+        scaler.step(optimizer)
+        scaler.update()
+        return
+    loss.backward()
+    if clip is not None:
+        clip()
+    optimizer.step()
+
+
 def peak_memory_mb(device: torch.device) -> float:
     """Peak device memory of this process; on the CPU the peak resident set size."""
     if device.type == "cuda":

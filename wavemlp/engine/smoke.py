@@ -54,14 +54,7 @@ def run_smoke(recipe: Recipe, device: str = "auto", batch_size: int = 2, img_siz
         t0 = time.perf_counter()
         with devices.autocast(dev, precision):
             loss = torch.nn.functional.cross_entropy(model(x), y)
-        optimizer.zero_grad(set_to_none=True)
-        if scaler is not None:
-            scaler.scale(loss).backward()
-            scaler.step(optimizer)
-            scaler.update()
-        else:
-            loss.backward()
-            optimizer.step()
+        devices.backward_and_step(loss, optimizer, scaler)
         devices.synchronize(dev)
         verdict["step_time_s"] = time.perf_counter() - t0
         verdict["loss"] = float(loss.detach())

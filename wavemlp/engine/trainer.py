@@ -534,20 +534,8 @@ class Trainer:
         with devices.autocast(self.device, self.precision):
             output = self.net(images)
             loss = self.train_loss_fn(output, targets)
-        self.optimizer.zero_grad(set_to_none=True)
-        o = self.recipe.optim
-        if self.scaler is not None:
-            self.scaler.scale(loss).backward()
-            if o.clip_grad is not None:
-                self.scaler.unscale_(self.optimizer)
-                self._clip()
-            self.scaler.step(self.optimizer)
-            self.scaler.update()
-        else:
-            loss.backward()
-            if o.clip_grad is not None:
-                self._clip()
-            self.optimizer.step()
+        clip = self._clip if self.recipe.optim.clip_grad is not None else None
+        devices.backward_and_step(loss, self.optimizer, self.scaler, clip)
         if self.ema is not None:
             self.ema.update(self.model)
         return float(loss.detach())
