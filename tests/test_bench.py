@@ -103,6 +103,9 @@ def test_bench_data_mode_and_scaling_over_two_processes(wmlp_exe, mini_data, tmp
     assert out.returncode == 0, out.stderr
     r = json.loads(out.stdout)
     assert r["img_s_per_worker"] > 0 and r["loader_img_s"] > 0 and r["images_timed"] == 30
+    assert r["pipeline"] == "timm" and r["img_s_per_worker"] == r["timm_img_s_per_worker"]
+    assert r["fast_vs_timm"] == pytest.approx(r["fast_img_s_per_worker"] / r["timm_img_s_per_worker"])
+    assert r["decoder"] == "simplejpeg" and r["device_normalize_ms_per_img"] > 0
     out_json = tmp_path / "scale.json"
     out = subprocess.run(
         [

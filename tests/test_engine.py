@@ -104,9 +104,11 @@ RESUME_SETS = [
 ]
 
 
-def test_sigterm_mid_epoch_then_resume_equals_uninterrupted_run(wmlp_exe, mini_data, tmp_path):
+@pytest.mark.parametrize("pipeline", ["timm", "fast"])  # fast: random erasing draws in the trainer
+def test_sigterm_mid_epoch_then_resume_equals_uninterrupted_run(wmlp_exe, mini_data, tmp_path, pipeline):
+    sets = [*RESUME_SETS, f"data.pipeline={pipeline}"]
     ref = tmp_path / "ref"
-    wmlp_train(wmlp_exe, mini_data, ref, *RESUME_SETS)
+    wmlp_train(wmlp_exe, mini_data, ref, *sets)
 
     run = tmp_path / "interrupted"
     cmd = [wmlp_exe, "train", "--recipe", "cpu-demo", "--data", str(mini_data), "--run-dir", str(run)]
@@ -116,7 +118,7 @@ def test_sigterm_mid_epoch_then_resume_equals_uninterrupted_run(wmlp_exe, mini_d
         "data.workers=0",
         "train.progress=false",
         "sched.warmup_epochs=1",
-        *RESUME_SETS,
+        *sets,
     ]:
         cmd += ["--set", s]
     proc = subprocess.Popen(
@@ -130,7 +132,7 @@ def test_sigterm_mid_epoch_then_resume_equals_uninterrupted_run(wmlp_exe, mini_d
     state = load_state(saved)
     assert state["epoch"] == 1 and 0 < state["step"] < 8, saved.name  # really mid-epoch
 
-    wmlp_train(wmlp_exe, mini_data, run, *RESUME_SETS, resume="auto")
+    wmlp_train(wmlp_exe, mini_data, run, *sets, resume="auto")
     a, b = _final_state(ref), _final_state(run)
     assert (a["epoch"], a["global_step"]) == (b["epoch"], b["global_step"]) == (2, 16)
     for key in ("state_dict", "state_dict_ema"):

@@ -42,6 +42,12 @@ model = wavemlp.create_model("WaveMLP_T_dw", num_classes=10)
 out = model(torch.randn(2, 3, 64, 64))
 out.sum().backward()
 print(torch.__version__)
+import io
+from PIL import Image
+from wavemlp.data import decoder_name, fast
+buf = io.BytesIO()
+Image.new("RGB", (96, 64), (200, 30, 30)).save(buf, format="JPEG")
+jpeg = {"decoder": decoder_name(), "size": list(fast.decode_scaled(fast.open_lazy(buf.getvalue()), 2).size)}
 dists = {}
 for d in md.distributions():
     dists.setdefault(re.sub(r"[-_.]+", "-", d.metadata["Name"]).lower(), d.version)
@@ -50,7 +56,7 @@ print(json.dumps({
     "torchvision": torchvision.__version__, "torchvision_file": os.path.realpath(torchvision.__file__),
     "out": list(out.shape), "grads": sum(p.grad is not None for p in model.parameters()),
     "params": sum(1 for _ in model.parameters()), "uid": os.getuid(), "dists": dists,
-    "env": {k: os.environ.get(k, "") for k in ("EXTRA_CA_CERTS", "PIP_CERT")},
+    "env": {k: os.environ.get(k, "") for k in ("EXTRA_CA_CERTS", "PIP_CERT")}, "jpeg": jpeg,
 }))
 """
 
@@ -143,7 +149,7 @@ def test_install_script_is_shellcheck_clean():
 @pytest.mark.parametrize("target", TARGETS)
 def test_every_target_pins_its_deps_and_never_the_vendor_build(target):
     pins = read_lock(str(REPO / "docker" / "constraints" / f"{target}.txt"))
-    assert {"timm", "thop", "torchprofile", "click", "pyyaml", "jinja2"} <= set(pins)
+    assert {"timm", "thop", "torchprofile", "click", "pyyaml", "jinja2", "simplejpeg"} <= set(pins)
     assert not set(pins) & VENDOR_OWNED
     assert all(pins.values())
 
@@ -270,6 +276,7 @@ def test_image_trains_one_step_on_the_base_torch(built: Built):
     assert (smoke["torchvision"], smoke["torchvision_file"]) == (base.torchvision_version, base.torchvision_file)
     assert smoke["out"] == [2, 10]
     assert smoke["grads"] == smoke["params"] > 0
+    assert smoke["jpeg"] == {"decoder": "simplejpeg", "size": [48, 32]}  # the fast pipeline's decoder works
 
 
 def test_image_keeps_the_targets_pins(built: Built):

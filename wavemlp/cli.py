@@ -224,7 +224,11 @@ def bench(
 
         if data_src == "synthetic":
             raise click.BadParameter("--mode data needs a dataset root", param_hint="--data")
-        result = run_data_bench(loaded.recipe, data_src, steps=steps * 10, workers=workers)
+        if device == "auto":
+            import torch
+
+            device = "cuda" if torch.cuda.is_available() else "cpu"
+        result = run_data_bench(loaded.recipe, data_src, steps=steps * 10, workers=workers, device=device)
         click.echo(json.dumps(result, indent=2))
         if json_out:
             Path(json_out).write_text(json.dumps(result, indent=2))

@@ -58,12 +58,13 @@ def _synthetic(batch: int, size: int, num_classes: int, device: torch.device, ch
 
 
 def _real(recipe: Recipe, cfg: BenchConfig, dist_info, device: torch.device):
-    from ..data import EpochSampler, ImageDataset, build_loader, build_transforms
+    from ..data import EpochSampler, build_dataset, build_loader, device_normalize
     from ..engine.trainer import data_cfg
 
     is_train = cfg.mode == "train"
     split = recipe.data.train_split if is_train else recipe.data.val_split
-    ds = ImageDataset(cfg.data, split, transform=build_transforms(data_cfg(recipe), is_train))
+    ds = build_dataset(cfg.data, split, data_cfg(recipe), is_train)
+    normalize = device_normalize(data_cfg(recipe), device, is_train)
     sampler = EpochSampler(
         len(ds),
         dist_info.world_size,
@@ -87,7 +88,7 @@ def _real(recipe: Recipe, cfg: BenchConfig, dist_info, device: torch.device):
         sampler.set_epoch(epoch)
         for images, targets, _ in loader:
             if targets.numel() == cfg.batch_size:  # a short batch (bad image) would skew the per-step rate
-                images = images.to(device, non_blocking=True)
+                images = normalize(images.to(device, non_blocking=True))
                 if cfg.channels_last:
                     images = images.contiguous(memory_format=torch.channels_last)
                 yield images, targets.to(device, non_blocking=True)

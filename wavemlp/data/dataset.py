@@ -25,6 +25,7 @@ from PIL import Image
 from torch.utils.data import Dataset
 
 from ..errors import KitError
+from .fast import ImageDecodeError, open_lazy
 
 try:  # public since torch 1.11; the private path covers older vendor builds
     from torch.utils.data import default_collate
@@ -129,6 +130,7 @@ class ImageDataset(Dataset):
         transform=None,
         on_bad_image: str = "skip",
         class_to_idx: Optional[Dict[str, int]] = None,
+        lazy_decode: bool = False,
     ):
         if on_bad_image not in BAD_IMAGE_MODES:
             raise ValueError(f"on_bad_image must be one of {BAD_IMAGE_MODES}, got {on_bad_image!r}")
@@ -136,6 +138,7 @@ class ImageDataset(Dataset):
         self.split = split
         self.transform = transform
         self.on_bad_image = on_bad_image
+        self.lazy_decode = lazy_decode
         self.split_dir = os.path.join(self.root, split)
         self.list_file = os.path.join(self.root, f"{split}_list.txt")
         use_list = os.path.isfile(self.list_file)
@@ -233,8 +236,12 @@ class ImageDataset(Dataset):
         return len(self.samples)
 
     def load_image(self, path: str) -> Optional[Image.Image]:
-        """Decode fully to RGB; ``None`` for a file that does not decode (``"skip"``), else DataError."""
+        """Decode fully to RGB (with ``lazy_decode``, read the file and its header only: the transform
+        decodes); ``None`` for a file that does not decode (``"skip"``), else DataError."""
         try:
+            if self.lazy_decode:
+                with open(path, "rb") as f:
+                    return open_lazy(f.read())
             with open(path, "rb") as f:
                 img = Image.open(f)
                 img.load()  # a truncated file fails here, not later inside a transform
@@ -242,14 +249,15 @@ class ImageDataset(Dataset):
         except MemoryError:
             raise
         except Exception as e:  # PIL reports broken files with many exception types
-            if self.on_bad_image == "fail":
-                raise DataError(f"cannot decode image {path}: {_one_line(e)}") from e
-            if path not in self._warned:
-                self._warned.add(path)
-                warnings.warn(
-                    f"skipping image that does not decode: {path}: {_one_line(e)}", BadImageWarning, stacklevel=3
-                )
-            return None
+            return self._bad_image(path, e)
+
+    def _bad_image(self, path: str, e: BaseException) -> None:
+        if self.on_bad_image == "fail":
+            raise DataError(f"cannot decode image {path}: {_one_line(e)}") from e
+        if path not in self._warned:
+            self._warned.add(path)
+            warnings.warn(f"skipping image that does not decode: {path}: {_one_line(e)}", BadImageWarning, stacklevel=4)
+        return None
 
     def __getitem__(self, item):
         if isinstance(item, tuple):
@@ -261,11 +269,14 @@ class ImageDataset(Dataset):
         if img is None:
             return None
         if self.transform is not None:
-            if sample_seed is None:
-                img = self.transform(img)
-            else:
-                with seeded_rng(sample_seed):
+            try:
+                if sample_seed is None:
                     img = self.transform(img)
+                else:
+                    with seeded_rng(sample_seed):
+                        img = self.transform(img)
+            except ImageDecodeError as e:  # a lazily opened image that turned out broken
+                return self._bad_image(path, e)
         return img, label
 
     def __repr__(self) -> str:

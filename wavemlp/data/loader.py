@@ -10,7 +10,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
-from .dataset import collate_skip_bad
+from .dataset import ImageDataset, collate_skip_bad
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -32,7 +32,9 @@ SEED_RECIPE_CFG = {
     "vflip": 0.0,
     "scale": (0.08, 1.0),
     "ratio": (3.0 / 4.0, 4.0 / 3.0),
+    "pipeline": "timm",
 }
+PIPELINES = ("timm", "fast")
 _EVAL_KEYS = ("img_size", "interpolation", "mean", "std", "crop_pct")
 _TRAIN_KEYS = (
     "img_size",
@@ -85,6 +87,9 @@ def build_transforms(cfg: Dict[str, object], is_training: bool):
     Keys read: see ``SEED_RECIPE_CFG``; training reads ``train_interpolation`` (``"random"`` picks
     bilinear or bicubic per image) and evaluation ``interpolation``. Extra keys are ignored. With an
     ``auto_augment`` policy set, timm ignores ``color_jitter`` (as in the authors' runs).
+
+    ``pipeline: "fast"`` (training only) gives the same augmentation with uint8 tensors out, for
+    lazily opened images (:func:`build_dataset`) and :class:`~wavemlp.data.fast.DeviceNormalize`.
     """
     from timm.data import create_transform
 
@@ -99,9 +104,8 @@ def build_transforms(cfg: Dict[str, object], is_training: bool):
         auto_augment = cfg["auto_augment"] or None
         if isinstance(auto_augment, str) and auto_augment.lower() == "none":
             auto_augment = None
-        return _with_safe_posterize(create_transform(
+        kwargs = dict(
             input_size=img_size,
-            is_training=True,
             scale=_pair("scale", cfg["scale"]),
             ratio=_pair("ratio", cfg["ratio"]),
             hflip=float(cfg["hflip"]),
@@ -114,7 +118,12 @@ def build_transforms(cfg: Dict[str, object], is_training: bool):
             re_prob=float(cfg["reprob"]),
             re_mode=str(cfg["remode"]),
             re_count=int(cfg["recount"]),
-        ))
+        )
+        if _pipeline(cfg) == "fast":
+            from .fast import fast_train_transform
+
+            return _with_safe_posterize(fast_train_transform(kwargs))
+        return _with_safe_posterize(create_transform(is_training=True, **kwargs))
     interpolation = str(cfg["interpolation"])
     if interpolation == "random":
         raise ValueError("interpolation 'random' is for training only; evaluation needs a fixed one (bicubic)")
@@ -123,6 +132,33 @@ def build_transforms(cfg: Dict[str, object], is_training: bool):
         raise ValueError(f"crop_pct must be in (0, 1], got {crop_pct}")
     return create_transform(
         input_size=img_size, is_training=False, interpolation=interpolation, mean=mean, std=std, crop_pct=crop_pct
+    )
+
+
+def _pipeline(cfg: Dict[str, object]) -> str:
+    pipeline = str(cfg.get("pipeline", "timm"))
+    if pipeline not in PIPELINES:
+        raise ValueError("pipeline must be one of {}, got {!r}".format(", ".join(PIPELINES), pipeline))
+    return pipeline
+
+
+def build_dataset(
+    root,
+    split: str,
+    cfg: Dict[str, object],
+    is_training: bool,
+    on_bad_image: str = "skip",
+    class_to_idx: Optional[Dict[str, int]] = None,
+) -> ImageDataset:
+    """The split with its transform; the fast training pipeline gets lazily opened images to decode itself."""
+    lazy = is_training and _pipeline(cfg) == "fast"
+    return ImageDataset(
+        root,
+        split,
+        transform=build_transforms(cfg, is_training),
+        on_bad_image=on_bad_image,
+        class_to_idx=class_to_idx,
+        lazy_decode=lazy,
     )
 
 

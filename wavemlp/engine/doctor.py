@@ -58,6 +58,8 @@ def diagnose(data: Optional[str] = None) -> Dict[str, object]:
     import timm
     import torch
 
+    from ..data import decoder_name
+
     info = devices.detect()
     report: Dict[str, object] = {
         "python": sys.version.split()[0],
@@ -65,6 +67,7 @@ def diagnose(data: Optional[str] = None) -> Dict[str, object]:
         "torch": torch.__version__,
         "torch_path": os.path.dirname(torch.__file__),
         "timm": timm.__version__,
+        "jpeg_decoder": decoder_name(),
         "vendor": info.vendor,
         "devices": info.names if info.type == "cuda" else [],
         "device_count": info.count if info.type == "cuda" else 0,
@@ -86,7 +89,9 @@ def diagnose(data: Optional[str] = None) -> Dict[str, object]:
 
 def format_report(report: Dict[str, object]) -> List[str]:
     lines = [
-        "python {}  torch {}  timm {}".format(report["python"], report["torch"], report["timm"]),
+        "python {}  torch {}  timm {}  JPEG decoder {}".format(
+            report["python"], report["torch"], report["timm"], report["jpeg_decoder"]
+        ),
         "torch at {}".format(report["torch_path"]),
     ]
     if report["device_count"]:

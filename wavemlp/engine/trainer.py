@@ -76,6 +76,7 @@ def data_cfg(recipe: Recipe) -> Dict[str, object]:
         vflip=a.vflip,
         scale=tuple(a.scale),
         ratio=tuple(a.ratio),
+        pipeline=d.pipeline,
     )
 
 
@@ -201,23 +202,23 @@ class Trainer:
         self.stop = StopRequest(r.train.requeue_signals, self.run_dir / STOP_FILE_NAME).install()
 
     def _build_data(self) -> None:
-        from ..data import EpochSampler, ImageDataset, build_loader, build_transforms
+        from ..data import EpochSampler, build_dataset, build_loader, device_normalize
 
         r = self.recipe
         if not r.data.path:
             raise KitError("data.path: no dataset given (set it in the recipe or pass --data DIR)")
         root = Path(r.data.path).expanduser()
         cfg = data_cfg(r)
-        self.train_set = ImageDataset(
-            str(root), r.data.train_split, transform=build_transforms(cfg, True), on_bad_image=r.data.on_bad_image
-        )
-        self.val_set = ImageDataset(
+        self.train_set = build_dataset(str(root), r.data.train_split, cfg, True, on_bad_image=r.data.on_bad_image)
+        self.val_set = build_dataset(
             str(root),
             r.data.val_split,
-            transform=build_transforms(cfg, False),
+            cfg,
+            False,
             on_bad_image=r.data.on_bad_image,
             class_to_idx=self.train_set.class_to_idx,
         )
+        self.normalize = device_normalize(cfg, self.device, is_training=True)
         if self.train_set.num_classes > r.model.num_classes:
             raise KitError(
                 f"model.num_classes: {r.model.num_classes} is fewer than the "
@@ -520,7 +521,7 @@ class Trainer:
     def _train_step(self, images: torch.Tensor, targets: torch.Tensor, pos: Position) -> Optional[float]:
         if targets.numel() == 0:  # every image of the batch was unreadable
             return None
-        images = images.to(self.device, non_blocking=True)
+        images = self.normalize(images.to(self.device, non_blocking=True))
         targets = targets.to(self.device, non_blocking=True)
         if self.recipe.model.channels_last:
             images = images.contiguous(memory_format=torch.channels_last)

@@ -46,6 +46,13 @@ class DataCfg:
     workers: int = setting(8, "data-loader worker processes per device", "--workers", range=(0, 256))
     pin_memory: bool = setting(True, "pinned host memory for device copies", "--pin-mem")
     prefetch_factor: int = setting(2, "batches prefetched per worker", "", range=(1, 64))
+    pipeline: str = setting(
+        "timm",
+        "training input pipeline: timm's transform as is, or the same augmentation with scaled JPEG decode "
+        "and uint8 batches normalised and erased on the device",
+        "",
+        choices=["timm", "fast"],
+    )
     on_bad_image: str = setting("skip", "a corrupt image: skip it (counted) or fail", "", choices=["skip", "fail"])
     interpolation: str = setting(
         "bicubic", "eval resize interpolation", "--interpolation", choices=["bicubic", "bilinear", "nearest"]
