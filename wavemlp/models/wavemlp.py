@@ -96,24 +96,17 @@ class PATM(nn.Module):
     def forward_fast(self, x: torch.Tensor) -> torch.Tensor:
         """The same function with fewer passes over memory (same parameters, same state_dict).
 
-        - the 1x1 convolutions that all read x (fc_h, fc_w, fc_c, and in fc mode both phase convs)
-          run as one convolution with 3C or 5C outputs: one pass over x, one larger GEMM;
+        - the three 1x1 convolutions that read x (fc_h, fc_w, fc_c) run as one convolution with 3C
+          outputs: one pass over x, one larger GEMM (the phase convolutions stay apart: their
+          BatchNorm would read a strided slice, which is slow on channels_last);
         - the pooled sum h + w + c is the sum of three pooled maps: no full-size temporary;
         - the re-weighting accumulates in place (one product, two fused multiply-adds).
         """
         B, C, _, _ = x.shape
-        weights = [self.fc_h.weight, self.fc_w.weight, self.fc_c.weight]
-        if self.mode == "fc":
-            ph, pw = self.theta_h_conv[0], self.theta_w_conv[0]
-            bias = torch.cat([ph.bias.new_zeros(3 * C), ph.bias, pw.bias])
-            y = F.conv2d(x, torch.cat(weights + [ph.weight, pw.weight], 0), bias)
-            x_h, x_w, c, t_h, t_w = y.split(C, dim=1)
-            theta_h = F.relu(self.theta_h_conv[1](t_h))
-            theta_w = F.relu(self.theta_w_conv[1](t_w))
-        else:
-            x_h, x_w, c = F.conv2d(x, torch.cat(weights, 0)).split(C, dim=1)
-            theta_h = self.theta_h_conv(x)
-            theta_w = self.theta_w_conv(x)
+        weight = torch.cat([self.fc_h.weight, self.fc_w.weight, self.fc_c.weight], 0)
+        x_h, x_w, c = F.conv2d(x, weight).split(C, dim=1)
+        theta_h = self.theta_h_conv(x)
+        theta_w = self.theta_w_conv(x)
         h = self.tfc_h(torch.cat([x_h * torch.cos(theta_h), x_h * torch.sin(theta_h)], dim=1))
         w = self.tfc_w(torch.cat([x_w * torch.cos(theta_w), x_w * torch.sin(theta_w)], dim=1))
         pooled = h.mean((2, 3), keepdim=True) + w.mean((2, 3), keepdim=True) + c.mean((2, 3), keepdim=True)
