@@ -9,6 +9,7 @@ Determinism, so that a resumed run equals an uninterrupted one bit for bit (on t
 Runs inside images: Python 3.8 syntax, torch >= 1.13, timm >= 0.9.16.
 """
 
+import functools
 import hashlib
 import math
 import shlex
@@ -95,16 +96,24 @@ def _make_ema(model: nn.Module, recipe: Recipe):
         return ModelEmaV2(model, decay=recipe.train.model_ema_decay, device=device)
 
 
-def _make_optimizer(model: nn.Module, recipe: Recipe):
+def _make_optimizer(model: nn.Module, recipe: Recipe, warn=None):
+    """timm's optimizer for the recipe; ``optim.fused`` falls back (with ``warn``) where torch has no kernel."""
     from timm.optim import create_optimizer_v2
 
     o = recipe.optim
     kwargs = {"eps": o.opt_eps}
     if o.opt_betas:
         kwargs["betas"] = tuple(o.opt_betas)
+    make = functools.partial(
+        create_optimizer_v2, model, opt=o.opt, lr=o.lr, weight_decay=o.weight_decay, momentum=o.momentum
+    )
     if o.fused:
-        kwargs["fused"] = True
-    return create_optimizer_v2(model, opt=o.opt, lr=o.lr, weight_decay=o.weight_decay, momentum=o.momentum, **kwargs)
+        try:
+            return make(fused=True, **kwargs)
+        except (TypeError, RuntimeError) as e:  # torch < 2.0, or no fused kernel for this optimizer/device
+            if warn is not None:
+                warn(f"optim.fused: no fused {o.opt} kernel here ({e}); using the standard one")
+    return make(**kwargs)
 
 
 def _make_scheduler(optimizer, recipe: Recipe):
@@ -282,7 +291,7 @@ class Trainer:
         if self.dist.enabled and r.train.sync_bn:
             model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
         self.model = model
-        self.optimizer = _make_optimizer(model, r)
+        self.optimizer = _make_optimizer(model, r, warn=self.log.warn)
         self.scaler = devices.grad_scaler(self.device, self.precision)
         self.scheduler, self.num_epochs = _make_scheduler(self.optimizer, r)
         self.ema = _make_ema(model, r)
