@@ -5,11 +5,12 @@
     python benchmarks/fast_path.py --device cuda      # GPU: batch 128; fast in fp32/bf16, eager/compiled
     python benchmarks/fast_path.py --sides ref,fast+bf16 --json out.json
 
-A side is ``ref`` (fp32, NCHW, eager, the reference token mixing, AdamW) or ``fast`` with optional
-``+bf16``, ``+fp16`` and ``+compile``: the fused token mixing, channels_last, AdamW's fused kernel where
-torch has one. Steps alternate between the sides so that machine noise hits all alike; the median step
-counts, and each ratio is against ``ref``. Compilation happens in the warm-up and is timed apart. On a
-GPU each side's peak memory is that of one step of its own, measured after the timing.
+A side is ``ref`` (fp32, NCHW, eager, the reference token mixing) or ``fast`` with optional ``+bf16``,
+``+fp16`` and ``+compile``: the fused token mixing, channels_last, AdamW's fused kernel where torch has
+one. Both sides use the optimizer the trainer builds from the seed recipe (timm's AdamW). Steps
+alternate between the sides so that machine noise hits all alike; the median step counts, and each
+ratio is against ``ref``. Compilation happens in the warm-up and is timed apart. On a GPU each side's
+peak memory is that of one step of its own, measured after the timing.
 """
 import argparse
 import json
@@ -23,6 +24,8 @@ import torch.nn as nn
 
 import wavemlp
 from wavemlp.engine import devices
+from wavemlp.engine.trainer import _make_optimizer
+from wavemlp.recipe import load_recipe
 
 PRECISIONS = ("fp32", "bf16", "fp16")
 
@@ -51,15 +54,11 @@ def make_side(name, spec, device):
     model = wavemlp.create_model(name, fast_path=fast).to(device).train()
     if fast:
         model.to(memory_format=torch.channels_last)
-    params = list(model.parameters())
-    opt = None
-    if fast:
-        try:
-            opt = torch.optim.AdamW(params, lr=1e-3, weight_decay=0.05, fused=True)
-        except (RuntimeError, TypeError):  # no fused kernel for this device or torch
-            opt = None
-    fused = opt is not None
-    opt = opt or torch.optim.AdamW(params, lr=1e-3, weight_decay=0.05)
+    # The optimizer the trainer builds (timm's AdamW from the seed recipe), fused on the fast side
+    # where torch has the kernel.
+    recipe = load_recipe("imagenet", ["optim.fused={}".format("true" if fast else "false")]).recipe
+    opt = _make_optimizer(model, recipe)
+    fused = bool(opt.defaults.get("fused"))
     if compiled and not hasattr(torch, "compile"):
         raise SystemExit(f"--sides: {spec!r}: this torch ({torch.__version__}) has no torch.compile")
     net = torch.compile(model) if compiled else model
@@ -71,14 +70,7 @@ def make_side(name, spec, device):
             x = x.contiguous(memory_format=torch.channels_last)
         with devices.autocast(device, precision):
             loss = loss_fn(net(x), y)
-        opt.zero_grad(set_to_none=True)
-        if scaler is None:
-            loss.backward()
-            opt.step()
-        else:
-            scaler.scale(loss).backward()
-            scaler.step(opt)
-            scaler.update()
+        devices.backward_and_step(loss, opt, scaler)
 
     if fast:
         label = "fast ({}, {}, channels_last, fused token mixing{})".format(
@@ -114,7 +106,7 @@ def one_step_peak_mb(step, x, y, device):
     torch.cuda.reset_peak_memory_stats(device)
     step(x, y)
     devices.synchronize(device)
-    return torch.cuda.max_memory_allocated(device) / 2**20
+    return devices.peak_memory_mb(device)
 
 
 def bench_model(name, specs, x, y, device, steps, warmup):
