@@ -137,12 +137,9 @@ def cache_dir() -> Path:
     return Path(root) / "wavemlp"
 
 
-def pretrained_search_path(variant: str) -> List[Path]:
-    from .wavemlp import default_cfgs
-
-    cfg = default_cfgs[variant].default
-    filename = cfg.file if cfg.file else None
-    if filename is None:
+def pretrained_search_path(filename: Optional[str]) -> List[Path]:
+    """Where a released file is looked for, in order; empty where no file was released."""
+    if not filename:
         return []
     dirs = []
     if os.environ.get(PRETRAINED_DIR_ENV):
@@ -151,13 +148,14 @@ def pretrained_search_path(variant: str) -> List[Path]:
     return [d / filename for d in dirs]
 
 
-def resolve_pretrained(variant: str, checkpoint_path=None) -> Path:
+def resolve_pretrained(variant: str, filename: Optional[str], checkpoint_path=None) -> Path:
+    """``checkpoint_path`` when given, else the released ``filename`` of ``variant`` found locally."""
     if checkpoint_path:
         path = Path(checkpoint_path).expanduser()
         if not path.is_file():
             raise CheckpointError(f"checkpoint_path {path} does not exist")
         return path
-    candidates = pretrained_search_path(variant)
+    candidates = pretrained_search_path(filename)
     if not candidates:
         raise CheckpointError(f"no released weights exist for {variant}; train it or pass checkpoint_path=FILE")
     for path in candidates:
@@ -179,10 +177,11 @@ def resolve_pretrained(variant: str, checkpoint_path=None) -> Path:
 def load_pretrained(
     model: nn.Module,
     variant: str,
+    filename: Optional[str],
     checkpoint_path=None,
     use_ema: bool = False,
     skip_head: bool = False,
 ) -> Path:
-    path = resolve_pretrained(variant, checkpoint_path)
+    path = resolve_pretrained(variant, filename, checkpoint_path)
     load_checkpoint(model, path, use_ema=use_ema, skip_head=skip_head)
     return path

@@ -16,6 +16,8 @@ from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 from timm.layers import DropPath, trunc_normal_
 from timm.models import build_model_with_cfg, generate_default_cfgs, register_model
 
+from .checkpoint import load_pretrained
+
 __all__ = ["WaveMLP", "WaveBlock", "PATM", "ConvMlp", "VARIANTS", "AUTHOR_NAMES"]
 
 
@@ -406,9 +408,8 @@ def _create_wavemlp(variant: str, pretrained: bool = False, **kwargs) -> WaveMLP
     # and only then is it wrapped for feature extraction (the wrapper prunes norm and head).
     model = build_model_with_cfg(WaveMLP, variant, pretrained=False, **model_args)
     if pretrained or checkpoint_path:
-        from .checkpoint import load_pretrained
-
-        load_pretrained(model, variant, checkpoint_path=checkpoint_path, use_ema=use_ema, skip_head=skip_head)
+        released = model.pretrained_cfg.get("file")
+        load_pretrained(model, variant, released, checkpoint_path=checkpoint_path, use_ema=use_ema, skip_head=skip_head)
     if features_only:
         model = _feature_wrapper(model, out_indices)
     return model
@@ -425,21 +426,31 @@ def _feature_wrapper(model: WaveMLP, out_indices) -> nn.Module:
     return wrapped
 
 
-def _register(variant: str):
-    def entrypoint(pretrained: bool = False, **kwargs) -> WaveMLP:
-        return _create_wavemlp(variant, pretrained=pretrained, **kwargs)
-
-    entrypoint.__name__ = variant
-    entrypoint.__qualname__ = variant
-    entrypoint.__module__ = __name__
-    entrypoint.__doc__ = "{} ({}).".format(
-        AUTHOR_NAMES[variant], ", ".join(f"{k}={v}" for k, v in VARIANTS[variant].items())
-    )
-    return register_model(entrypoint)
+@register_model
+def wavemlp_t_dw(pretrained: bool = False, **kwargs) -> WaveMLP:
+    """WaveMLP_T_dw (T*): layers 2-2-4-2, depthwise phase, BatchNorm; 15.3 M params, 2.1 GMACs."""
+    return _create_wavemlp("wavemlp_t_dw", pretrained=pretrained, **kwargs)
 
 
-wavemlp_t_dw = _register("wavemlp_t_dw")
-wavemlp_t = _register("wavemlp_t")
-wavemlp_s = _register("wavemlp_s")
-wavemlp_m = _register("wavemlp_m")
-wavemlp_b = _register("wavemlp_b")
+@register_model
+def wavemlp_t(pretrained: bool = False, **kwargs) -> WaveMLP:
+    """WaveMLP_T: layers 2-2-4-2, fc phase, BatchNorm; 17.2 M params, 2.4 GMACs."""
+    return _create_wavemlp("wavemlp_t", pretrained=pretrained, **kwargs)
+
+
+@register_model
+def wavemlp_s(pretrained: bool = False, **kwargs) -> WaveMLP:
+    """WaveMLP_S: layers 2-3-10-3, fc phase, GroupNorm(1); 30.7 M params, 4.5 GMACs."""
+    return _create_wavemlp("wavemlp_s", pretrained=pretrained, **kwargs)
+
+
+@register_model
+def wavemlp_m(pretrained: bool = False, **kwargs) -> WaveMLP:
+    """WaveMLP_M: layers 3-4-18-3, mlp ratios 8-8-4-4, no norm in stem/downsample; 44.1 M params, 7.9 GMACs."""
+    return _create_wavemlp("wavemlp_m", pretrained=pretrained, **kwargs)
+
+
+@register_model
+def wavemlp_b(pretrained: bool = False, **kwargs) -> WaveMLP:
+    """WaveMLP_B: layers 2-2-18-2, widths 96-768, no norm in stem/downsample; 63.6 M params, 10.2 GMACs."""
+    return _create_wavemlp("wavemlp_b", pretrained=pretrained, **kwargs)
