@@ -38,11 +38,11 @@ DEMO_DATA ?= data/digits
 DEMO_RUN ?= runs/demo
 
 demo: $(STAMP)  ## build the digits data, train WaveMLP_T_dw on the CPU, evaluate the best checkpoint, print results
-	$(WMLP) data demo --out $(DEMO_DATA)
+	$(WMLP) data demo --output $(DEMO_DATA)
 	$(WMLP) train --recipe cpu-demo --data $(DEMO_DATA) --run-dir $(DEMO_RUN) --resume auto
 	$(WMLP) eval --model WaveMLP_T_dw --checkpoint $(DEMO_RUN)/checkpoints/best.pth --data $(DEMO_DATA) \
 		--use-ema --workers 1 --json $(DEMO_RUN)/eval.json
-	$(WMLP) report $(DEMO_RUN) -o $(DEMO_RUN)/report
+	$(WMLP) report $(DEMO_RUN) --output $(DEMO_RUN)/report
 
 # Device access for `make smoke` (e.g. "--gpus all" on NVIDIA, "--privileged -v /dev:/dev" on CoreX).
 DOCKER_RUN_ARGS ?=
@@ -51,10 +51,10 @@ DOCKER_RUN_ARGS ?=
 EXTRA_CA ?=
 
 image: $(STAMP)  ## build the container image of a target: make image GPU=bi-v150 (a100, h100, bi-v100, cpu)
-	$(WMLP) image build --gpu $(GPU) $(if $(EXTRA_CA),--extra-ca "$(EXTRA_CA)")
+	$(WMLP) image build --target $(GPU) $(if $(EXTRA_CA),--extra-ca "$(EXTRA_CA)")
 
 smoke: $(STAMP)  ## one training step, checkpoint round trip and eval step inside the built image of GPU=...
-	$(WMLP) image smoke --gpu $(GPU) --docker-arg "$(DOCKER_RUN_ARGS)"
+	$(WMLP) image smoke --target $(GPU) --docker-arg "$(DOCKER_RUN_ARGS)"
 
 clean:  ## remove the virtual environment and build leftovers (runs/ is kept)
 	rm -rf $(VENV) build *.egg-info .pytest_cache .ruff_cache

@@ -61,7 +61,7 @@ def test_cpu_job_trains_on_two_nodes_by_two_gloo_processes(
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    job_id = submit(slurm_cluster, tmp_path, monkeypatch, "--nodes", "2", "--gpus-per-node", "2",
+    job_id = submit(slurm_cluster, tmp_path, monkeypatch, "--nodes", "2", "--gpus", "2",
                     *quick_sets(demo_data, 4))
     state = slurm_cluster.wait(job_id, timeout=420)
     report = job_report(slurm_cluster, tmp_path, job_id)
@@ -90,7 +90,7 @@ def test_preempted_job_checkpoints_requeues_and_resumes_without_losing_a_step(
 ) -> None:
     total = 24
     run_dir = tmp_path / "run"
-    job_id = submit(slurm_cluster, tmp_path, monkeypatch, "--nodes", str(nodes), "--gpus-per-node", "1",
+    job_id = submit(slurm_cluster, tmp_path, monkeypatch, "--nodes", str(nodes), "--gpus", "1",
                     "--run-dir", str(run_dir), *quick_sets(demo_data, total))
     steps = run_dir / "steps.jsonl"
     wait_for_steps(steps, 2, slurm_cluster, job_id, timeout=300)

@@ -27,6 +27,6 @@ def test_doctor_reports_environment_and_data(wmlp_exe, mini_data):
     assert out.returncode == 0, out.stderr
     assert "no CUDA/CoreX device visible" in out.stdout
     assert "data train: 80 images, 10 classes" in out.stdout and "data val: 40 images, 10 classes" in out.stdout
-    rep = json.loads(subprocess.run([wmlp_exe, "doctor", "--json"], capture_output=True, text=True).stdout)
+    rep = json.loads(subprocess.run([wmlp_exe, "doctor", "--format", "json"], capture_output=True, text=True).stdout)
     assert rep["vendor"] == "cpu" and rep["device_count"] == 0 and "torch" in rep
     assert "JPEG decoder simplejpeg" in out.stdout and rep["jpeg_decoder"] == "simplejpeg"

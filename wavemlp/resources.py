@@ -1,22 +1,30 @@
-"""Where the shipped recipes and templates are, in a source checkout and in an installed wheel."""
+"""Where the kit's own files are: recipes, templates, Dockerfiles, in a checkout and in an installed wheel.
+
+A checkout keeps them at the top of the repository, where users look. The package links them under
+``wavemlp/_kit`` with the same layout, so a wheel carries them and nothing here needs to know which it is.
+Standard library only: runs on login nodes.
+"""
 
 from pathlib import Path
+from typing import Optional
 
-_REPO_ROOT = Path(__file__).resolve().parent.parent
-# In a wheel the top-level folders are installed as wavemlp/_recipes, wavemlp/_launch, wavemlp/_slurm.
-_INSTALLED = {"recipes": "_recipes", "launch": "_launch", "slurm": "_slurm"}
+_PACKAGE = Path(__file__).resolve().parent
+_CHECKOUT = _PACKAGE.parent
+RESOURCES = ("recipes", "launch", "slurm", "docker")
+
+
+def repo_root() -> Optional[Path]:
+    """The source checkout holding this package, or None for an installed wheel."""
+    return _CHECKOUT if (_CHECKOUT / "pyproject.toml").is_file() else None
+
+
+def kit_root() -> Path:
+    """The folder holding ``recipes/``, ``launch/``, ``slurm/``, ``docker/`` and ``pyproject.toml``."""
+    return repo_root() or _PACKAGE / "_kit"
 
 
 def resource_dir(name: str) -> Path:
-    """The folder ``recipes``, ``launch`` or ``slurm``: the checkout's own when running from source."""
-    if name not in _INSTALLED:
+    """The folder ``recipes``, ``launch``, ``slurm`` or ``docker``."""
+    if name not in RESOURCES:
         raise KeyError(name)
-    source = _REPO_ROOT / name
-    if (_REPO_ROOT / "pyproject.toml").is_file() and source.is_dir():
-        return source
-    return Path(__file__).resolve().parent / _INSTALLED[name]
-
-
-def repo_root():
-    """The source checkout holding this package, or None for an installed wheel."""
-    return _REPO_ROOT if (_REPO_ROOT / "pyproject.toml").is_file() else None
+    return (kit_root() / name).resolve()

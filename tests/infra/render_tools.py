@@ -11,11 +11,10 @@ import sys
 import textwrap
 from pathlib import Path
 
-import click
 import pytest
 from click.testing import CliRunner, Result
 
-from wavemlp.render.commands import launch, recipes, slurm
+from wavemlp.cli import cli
 
 ROOT = Path(__file__).resolve().parents[2]
 GOLDEN = ROOT / "tests" / "golden"
@@ -24,13 +23,9 @@ TARGETS = ("a100", "h100", "bi-v100", "bi-v150", "cpu")
 RUNTIMES = ("none", "pyxis", "apptainer", "docker")
 
 
-def cli_group() -> click.Group:
-    """The three commands as wavemlp/cli.py adds them to `wmlp`."""
-    return click.Group("wmlp", commands={"recipes": recipes, "launch": launch, "slurm": slurm})
-
-
 def wmlp(*args: str, env: dict | None = None) -> Result:
-    return CliRunner().invoke(cli_group(), list(args), env=env, catch_exceptions=False)
+    """`wmlp` itself, in this process (errors take the same one-line path as in the installed command)."""
+    return CliRunner().invoke(cli, list(args), env=env, catch_exceptions=False)
 
 
 def check_golden(path: Path, text: str) -> None:

@@ -1,0 +1,113 @@
+"""``wmlp launch`` (torchrun on this node) and ``wmlp slurm render|submit``. Torch-free: login nodes run them."""
+
+import sys
+import tempfile
+from pathlib import Path
+
+import click
+
+from ..render.launch import dry_run_text, plan_launch, render_launch, run_script, write_script
+from ..render.sbatch import RUNTIMES, SlurmOptions, render_sbatch, submit
+from ..render.target import load_target
+from .core import option, recipe_options
+
+_GPUS_HELP = "Devices per node, one process each [default: the recipe's hardware.devices_per_node]; " \
+             "processes on the cpu recipe."
+
+
+@click.command()
+@recipe_options
+@click.option("--nodes", default=1, show_default=True, type=click.IntRange(1), help="Nodes of the job.")
+@click.option("--gpus", type=click.IntRange(1), help=_GPUS_HELP)
+@click.option("--node-rank", default=0, show_default=True, type=click.IntRange(0), help="This node's rank.")
+@click.option(
+    "--master-addr", envvar="MASTER_ADDR", help="Address of the rank-0 node (required with --nodes > 1)."
+)
+@click.option("--master-port", type=click.IntRange(1, 65535), help="Rendezvous port (recipe: cluster.master_port).")
+@click.option("--run-dir", help="Run folder (default: <train.output>/<train.experiment or recipe name>).")
+@click.option("--dry-run", is_flag=True, help="Print the script and the command that would run it; run nothing.")
+@option("-o", "--output", type=click.Path(dir_okay=False), help="Write the script to this file; run nothing.")
+@click.argument("train_args", nargs=-1, type=click.UNPROCESSED)
+def launch(recipe, sets, nodes, gpus, node_rank, master_addr, master_port, run_dir, dry_run, output, train_args):
+    """Train on this node with torchrun (one process per device; run it on every node with its --node-rank).
+
+    Arguments after `--` go to `wmlp train`. The exit status is the launcher's.
+    """
+    if dry_run and output:
+        raise click.UsageError("--dry-run and -o/--output exclude each other")
+    target = load_target(recipe, sets)
+    plan = plan_launch(target, nodes, gpus, node_rank, master_addr, master_port, run_dir, train_args)
+    if dry_run:
+        click.echo(dry_run_text(plan), nl=False)
+        return
+    if output:
+        write_script(render_launch(plan), Path(output))
+        click.echo("wrote {}".format(output), err=True)
+        return
+    click.echo("wmlp launch: {} (log: {}/logs/node{}.log)".format(plan.script_path, plan.run_dir, node_rank), err=True)
+    sys.exit(run_script(plan))
+
+
+def slurm_options(func):
+    options = [
+        recipe_options,
+        click.option("--nodes", default=1, show_default=True, type=click.IntRange(1), help="Nodes of the job."),
+        option("--gpus", "gpus", type=click.IntRange(1), aliases=["--gpus-per-node"], help=_GPUS_HELP),
+        click.option("--time", help="Time limit (recipe: cluster.time)."),
+        click.option("--partition", help="Partition (recipe: cluster.partition)."),
+        click.option("--account", help="Account (recipe: cluster.account)."),
+        click.option("--qos", help="QOS (recipe: cluster.qos)."),
+        click.option("--constraint", help="Node features, e.g. 'a100|h100' (recipe: cluster.constraint)."),
+        click.option("--container-image", help="Image for pyxis, apptainer or docker (recipe: image.name:image.tag)."),
+        click.option(
+            "--container-mounts",
+            multiple=True,
+            metavar="SRC:DST[,SRC:DST]",
+            help="Extra mounts; repeatable (recipe: cluster.container_mounts).",
+        ),
+        click.option(
+            "--runtime",
+            type=click.Choice(RUNTIMES),
+            help="Container runtime on the nodes (recipe: cluster.container_runtime).",
+        ),
+        click.option("--run-dir", help="Run folder (default: <train.output>/<experiment or recipe>-<job id>)."),
+    ]
+    for decorate in reversed(options):
+        func = decorate(func)
+    return func
+
+
+def _render(recipe, sets, gpus, container_mounts, **flags) -> str:
+    opts = SlurmOptions(gpus_per_node=gpus, container_mounts=tuple(container_mounts), **flags)
+    return render_sbatch(load_target(recipe, sets), opts)
+
+
+@click.group()
+def slurm() -> None:
+    """Slurm batch scripts: render one, or render and submit it."""
+
+
+@slurm.command("render")
+@slurm_options
+@option("-o", "--output", default="-", show_default=True, help="File to write ('-': standard output).")
+def slurm_render(recipe, sets, output, **flags) -> None:
+    """Write the batch script of a recipe (sbatch it as it is)."""
+    text = _render(recipe, sets, **flags)
+    if output == "-":
+        click.echo(text, nl=False)
+    else:
+        write_script(text, Path(output))
+        click.echo("wrote {}".format(output), err=True)
+
+
+@slurm.command("submit")
+@slurm_options
+@option("-o", "--output", help="Also keep the script in this file (the job keeps a copy in its run folder).")
+def slurm_submit(recipe, sets, output, **flags) -> None:
+    """Render the batch script, submit it with `sbatch --parsable`, print the job id."""
+    text = _render(recipe, sets, **flags)
+    if output:
+        click.echo(submit(str(write_script(text, Path(output)))))
+        return
+    with tempfile.TemporaryDirectory(prefix="wmlp-sbatch-") as tmp:
+        click.echo(submit(str(write_script(text, Path(tmp) / "job.sbatch"))))
