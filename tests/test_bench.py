@@ -15,9 +15,9 @@ def test_scalability_is_throughput_over_n_times_single():
     assert scalability(results) == {1: 1.0, 8: pytest.approx(1068.15 / (8 * 140.48))}
     assert scalability({8: {"img_s_total": 1.0}}) == {}
     assert parse_counts("8,1,8") == [1, 8]
-    with pytest.raises(KitError, match="--gpus"):
+    with pytest.raises(KitError, match="--device-counts"):
         parse_counts("1,x")
-    with pytest.raises(KitError, match="--gpus"):
+    with pytest.raises(KitError, match="--device-counts"):
         parse_counts("0")
 
 
@@ -113,7 +113,7 @@ def test_bench_data_mode_and_scaling_over_two_processes(wmlp_exe, mini_data, tmp
             "bench",
             "--recipe",
             "cpu-demo",
-            "--gpus",
+            "--device-counts",
             "1,2",
             "--steps",
             "2",

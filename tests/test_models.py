@@ -6,7 +6,7 @@ import pytest
 import timm
 import torch
 
-import wavemlp
+import wavemlp.models  # registers the timm names too
 from wavemlp.models import VARIANTS, CheckpointError, UnknownModelError, drop_path_rates
 from wavemlp.models.wavemlp import WaveBlock
 

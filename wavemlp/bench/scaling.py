@@ -20,9 +20,9 @@ def parse_counts(text: str) -> List[int]:
     try:
         counts = [int(part) for part in text.split(",") if part.strip()]
     except ValueError:
-        raise KitError("--gpus: expected device counts like 1,8, got {!r}".format(text)) from None
+        raise KitError("--device-counts: expected device counts like 1,8, got {!r}".format(text)) from None
     if not counts or any(c < 1 for c in counts):
-        raise KitError("--gpus: expected positive device counts like 1,8, got {!r}".format(text))
+        raise KitError("--device-counts: expected positive device counts like 1,8, got {!r}".format(text))
     return sorted(set(counts))
 
 
