@@ -14,6 +14,7 @@ import click
 
 from . import __version__
 from .errors import KitError
+from .vendors import dockerfiles
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
@@ -346,11 +347,21 @@ def image() -> None:
     """Container images: build a target's image (CUDA or CoreX base)."""
 
 
+class _ImageTargetOption(click.Option):
+    """Its help lists the image targets: read from the recipes only when help is shown."""
+
+    def get_help_record(self, ctx):
+        from .image.targets import image_targets
+
+        self.help = "Target: {}.".format(", ".join(image_targets()))
+        return super().get_help_record(ctx)
+
+
 @image.command("build")
-@click.option("--gpu", "--target", "target", required=True, help="Target: a100, h100, cpu, bi-v100, bi-v150.")
+@click.option("--gpu", "--target", "target", cls=_ImageTargetOption, required=True)
 @click.option("--base", default=None, help="Base image [default: the target recipe's image.base].")
 @click.option("--tag", default=None, help="Image tag [default: the recipe's image.name:image.tag].")
-@click.option("--dockerfile", type=click.Choice(["cuda", "corex"]), default=None,
+@click.option("--dockerfile", type=click.Choice(dockerfiles()), default=None,
               help="[default: the recipe's image.dockerfile].")
 @click.option("--extra-ca", type=click.Path(dir_okay=False, exists=True, path_type=Path), default=None,
               help="PEM file of extra CA certificates for pip during the build (sites behind TLS proxies).")
@@ -361,10 +372,10 @@ def image() -> None:
 def image_build(target, base, tag, dockerfile, extra_ca, build_args, context, print_only) -> None:
     """Build the image of a target through the Docker engine ($DOCKER_HOST), streaming its output."""
     from .image.build import ImageBuildError, build_image, docker_build_command, format_command
-    from .recipe import load_recipe
+    from .image.targets import check_target
     from .resources import repo_root
 
-    recipe = load_recipe(target).recipe
+    recipe = check_target(target, "--gpu").recipe
     base = base or recipe.image.base or None
     tag = tag or ("{}:{}".format(recipe.image.name, recipe.image.tag) if recipe.image.tag else None)
     dockerfile = dockerfile or recipe.image.dockerfile
