@@ -50,7 +50,7 @@ DOCKER_RUN_ARGS ?=
 # Extra CA certificates (PEM) for pip inside the build, for sites behind a TLS-intercepting proxy.
 EXTRA_CA ?=
 
-image: $(STAMP)  ## build the container image of a target: make image GPU=bi-v150 (a100, h100, bi-v100, cpu)
+image: $(STAMP)  ## build the container image of a target recipe: make image GPU=<target> (`wmlp image build -h` lists them)
 	$(WMLP) image build --target $(GPU) $(if $(EXTRA_CA),--extra-ca "$(EXTRA_CA)")
 
 smoke: $(STAMP)  ## one training step, checkpoint round trip and eval step inside the built image of GPU=...

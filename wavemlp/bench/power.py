@@ -1,30 +1,30 @@
-"""Device power sampled in the background with nvidia-smi or ixsmi, while a benchmark runs.
+"""Device power sampled in the background with the vendor's management tool, while a benchmark runs.
 
 Runs inside images: Python 3.8 syntax.
 """
 
 import os
-import shutil
 import subprocess
 import threading
 from typing import List, Optional
 
-COREX_SMI = "/usr/local/corex/bin/ixsmi"
+from ..vendors import CUDA_DEFAULT, VENDORS, smi_vendor
 
 
 def find_smi() -> Optional[str]:
-    for tool in ("nvidia-smi", "ixsmi"):
-        path = shutil.which(tool)
+    """The first vendor management tool this machine has, in the vendor table's order."""
+    for vendor in VENDORS.values():
+        path = vendor.locate_smi()
         if path:
             return path
-    return COREX_SMI if os.path.exists(COREX_SMI) else None
+    return None
 
 
 def read_power_watts(smi: str) -> List[float]:
-    """Current draw per device, in watts (both tools take nvidia-smi's query syntax)."""
-    out = subprocess.run(
-        [smi, "--query-gpu=power.draw", "--format=csv,noheader,nounits"], capture_output=True, text=True, timeout=10
-    )
+    """Current draw per device, in watts."""
+    # A tool under another name (a site's wrapper) gets the default vendor's syntax, which the others share.
+    vendor = smi_vendor(smi) or VENDORS[CUDA_DEFAULT]
+    out = subprocess.run([smi, *vendor.smi_power], capture_output=True, text=True, timeout=10)
     values = []
     for line in out.stdout.splitlines():
         try:

@@ -9,12 +9,23 @@ from pathlib import Path
 import click
 
 from ..errors import KitError
-from .core import option
+from ..vendors import dockerfiles
+from .core import AliasedOption
+
+
+class _TargetOption(AliasedOption):
+    """Its help lists the image targets, read from the recipes only when help is shown: every other start
+    of ``wmlp`` (each torchrun worker among them) would pay for reading them all."""
+
+    def get_help_record(self, ctx):
+        from ..image.targets import image_targets
+
+        self.help = "Image target, a shipped recipe with an image section: {}.".format(", ".join(image_targets()))
+        return super().get_help_record(ctx)
 
 
 def _target_option(func):
-    return option("--target", "target", required=True, aliases=["--gpu"],
-                  help="Image target: a shipped recipe with an image section (wmlp recipes list).")(func)
+    return click.option("--target", "target", cls=_TargetOption, required=True, aliases=["--gpu"])(func)
 
 
 @click.group()
@@ -26,7 +37,7 @@ def image() -> None:
 @_target_option
 @click.option("--base", default=None, help="Base image [default: the target recipe's image.base].")
 @click.option("--tag", default=None, help="Image tag [default: the recipe's image.name:image.tag].")
-@click.option("--dockerfile", type=click.Choice(["cuda", "corex"]), default=None,
+@click.option("--dockerfile", type=click.Choice(dockerfiles()), default=None,
               help="[default: the recipe's image.dockerfile].")
 @click.option("--extra-ca", type=click.Path(dir_okay=False, exists=True, path_type=Path), default=None,
               help="PEM file of extra CA certificates for pip during the build (sites behind TLS proxies).")
@@ -38,12 +49,10 @@ def image_build(target, base, tag, dockerfile, extra_ca, build_args, context, pr
     """Build the image of a target through the Docker engine ($DOCKER_HOST), streaming its output."""
     from ..image.build import ImageBuildError, build_image, docker_build_command, format_command
     from ..image.context import build_context
-    from ..recipe import load_recipe
+    from ..image.targets import check_target
 
-    recipe = load_recipe(target).recipe
-    base = base or recipe.image.base or None
+    recipe = check_target(target, "--target").recipe  # Dockerfile and base: the library fills them the same way
     tag = tag or ("{}:{}".format(recipe.image.name, recipe.image.tag) if recipe.image.tag else None)
-    dockerfile = dockerfile or recipe.image.dockerfile
     context = context or build_context()
     args = {}
     for item in build_args:
@@ -64,9 +73,9 @@ def image_build(target, base, tag, dockerfile, extra_ca, build_args, context, pr
 
 
 def image_ref(target: str) -> str:
-    from ..recipe import load_recipe
+    from ..image.targets import check_target
 
-    img = load_recipe(target).recipe.image
+    img = check_target(target, "--target").recipe.image
     return "{}:{}".format(img.name, img.tag or target)
 
 

@@ -1,8 +1,8 @@
 """Devices and precision: CUDA (NVIDIA and Iluvatar CoreX alike) or CPU, and the autocast to use.
 
-CoreX devices appear through torch's CUDA API; the vendor's own markers tell them apart: the
-``torch.corex`` module, a torch version like ``2.4.1+corex.4.2.0`` and device names such as
-"Iluvatar BI-V150".
+CoreX devices appear through torch's CUDA API; the vendor's own markers tell them apart (a
+``torch.corex`` module, a torch version like ``2.4.1+corex.4.2.0``, device names such as "Iluvatar
+BI-V150"): they are listed in ``wavemlp.vendors``.
 
 Runs inside images: Python 3.8 syntax, torch >= 1.13.
 """
@@ -17,38 +17,41 @@ from typing import List, Optional
 import torch
 
 from ..errors import KitError
-
-COREX_ROOT = "/usr/local/corex"
+from ..vendors import CUDA_DEFAULT, VENDORS, Vendor, identify
 
 
 @dataclass
 class DeviceInfo:
     type: str  # "cuda" or "cpu"
-    vendor: str  # "nvidia", "iluvatar" or "cpu"
+    vendor: str  # a key of wavemlp.vendors.VENDORS
     names: List[str] = field(default_factory=list)
     count: int = 0
-    sdk: str = ""  # CUDA runtime version, or the IXUCA SDK version
+    sdk: str = ""  # CUDA runtime version, or the vendor SDK's (IXUCA on CoreX)
     torch: str = torch.__version__
 
     def to_dict(self) -> dict:
         return asdict(self)
 
 
-def corex_sdk_version() -> str:
-    """The IXUCA SDK version from the vendor torch build string, else from the SDK folder."""
-    m = re.search(r"\+corex[.\-_]?([0-9][0-9A-Za-z.\-]*)", torch.__version__)
+def sdk_version(vendor: Vendor) -> str:
+    """The SDK version of a vendor's devices: stock CUDA torch names its CUDA runtime; a vendor build
+    names its SDK in the torch build string, else the SDK folder or environment does."""
+    if not vendor.torch_tag:
+        return torch.version.cuda or ""
+    m = re.search(r"\+" + re.escape(vendor.torch_tag) + r"[.\-_]?([0-9][0-9A-Za-z.\-]*)", torch.__version__)
     if m:
         return m.group(1)
-    for candidate in ("VERSION", "version.txt"):
-        path = os.path.join(COREX_ROOT, candidate)
+    for candidate in vendor.sdk_version_files:
+        path = os.path.join(vendor.sdk_root, candidate)
         if os.path.isfile(path):
             with open(path) as fh:
                 return fh.read().strip().splitlines()[0] if fh else ""
-    return os.environ.get("COREX_VERSION", "")
+    return os.environ.get(vendor.sdk_version_env, "") if vendor.sdk_version_env else ""
 
 
-def is_corex() -> bool:
-    return hasattr(torch, "corex") or "corex" in torch.__version__
+def torch_build() -> Optional[Vendor]:
+    """The vendor whose own torch build this is (CoreX's), None for stock torch."""
+    return identify(torch)
 
 
 def detect() -> DeviceInfo:
@@ -56,9 +59,8 @@ def detect() -> DeviceInfo:
         return DeviceInfo(type="cpu", vendor="cpu", names=["cpu"], count=1, sdk="")
     count = torch.cuda.device_count()
     names = [torch.cuda.get_device_name(i) for i in range(count)]
-    if is_corex() or any("iluvatar" in n.lower() for n in names):
-        return DeviceInfo(type="cuda", vendor="iluvatar", names=names, count=count, sdk=corex_sdk_version())
-    return DeviceInfo(type="cuda", vendor="nvidia", names=names, count=count, sdk=torch.version.cuda or "")
+    vendor = identify(torch, names) or VENDORS[CUDA_DEFAULT]
+    return DeviceInfo(type="cuda", vendor=vendor.name, names=names, count=count, sdk=sdk_version(vendor))
 
 
 def resolve_device(requested: str, local_rank: int = 0) -> torch.device:

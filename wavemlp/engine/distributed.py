@@ -13,6 +13,8 @@ import torch
 import torch.distributed as dist
 
 from ..errors import KitError
+from ..vendors import VENDORS
+from .devices import detect
 
 
 @dataclass
@@ -62,7 +64,8 @@ def init(info: DistInfo, backend: str, device: torch.device, timeout_s: int = 18
         os.environ["RANK"], os.environ["WORLD_SIZE"] = str(info.rank), str(info.world_size)
         os.environ["LOCAL_RANK"] = str(info.local_rank)
     if backend == "auto":
-        backend = "nccl" if device.type == "cuda" else "gloo"  # CoreX: IXCCL answers to the nccl name
+        # The devices' vendor names its collectives' backend (CoreX's IXCCL answers to nccl).
+        backend = VENDORS[detect().vendor if device.type == "cuda" else "cpu"].collective_backend
     kwargs = {}
     if backend == "nccl" and device.type == "cuda":
         try:  # binds the group to this device; torch < 2.3 has no device_id argument

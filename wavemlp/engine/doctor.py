@@ -5,22 +5,24 @@ Runs inside images: Python 3.8 syntax.
 
 import os
 import platform
-import shutil
 import subprocess
 import sys
 from typing import Dict, List, Optional
 
+from ..vendors import VENDORS, Vendor
 from . import devices
 
-SMI_TOOLS = ("nvidia-smi", "ixsmi")
+SMI_TOOLS = tuple(v.smi for v in VENDORS.values() if v.smi)
+# The loader path matters to every vendor: it decides which SDK libraries a process loads.
+ENV_PREFIXES = tuple(sorted({p for v in VENDORS.values() for p in v.env_prefixes})) + ("LD_LIBRARY_PATH",)
 
 
-def _smi(tool: str) -> Optional[Dict[str, object]]:
-    path = shutil.which(tool) or (os.path.join(devices.COREX_ROOT, "bin", tool) if tool == "ixsmi" else None)
-    if not path or not os.path.exists(path):
+def _smi(vendor: Vendor) -> Optional[Dict[str, object]]:
+    path = vendor.locate_smi()
+    if path is None:
         return None
     try:
-        out = subprocess.run([path, "-L"], capture_output=True, text=True, timeout=20)
+        out = subprocess.run([path, *vendor.smi_list], capture_output=True, text=True, timeout=20)
         lines = [ln for ln in out.stdout.splitlines() if ln.strip()]
         return {"path": path, "rc": out.returncode, "devices": lines}
     except (OSError, subprocess.SubprocessError) as exc:
@@ -61,6 +63,7 @@ def diagnose(data: Optional[str] = None) -> Dict[str, object]:
     from ..data import decoder_name
 
     info = devices.detect()
+    build = devices.torch_build()
     report: Dict[str, object] = {
         "python": sys.version.split()[0],
         "platform": platform.platform(),
@@ -73,18 +76,25 @@ def diagnose(data: Optional[str] = None) -> Dict[str, object]:
         "device_count": info.count if info.type == "cuda" else 0,
         "sdk": info.sdk,
         "cuda_build": torch.version.cuda or "",
-        "corex": devices.is_corex(),
+        "corex": build is not None and build.name == "iluvatar",
+        "torch_build": build.name if build else "",
         "nccl": _nccl_version(),
-        "smi": {tool: _smi(tool) for tool in SMI_TOOLS},
-        "env": {
-            k: v
-            for k, v in sorted(os.environ.items())
-            if k.startswith(("CUDA_VISIBLE", "IX_", "NCCL_", "COREX", "LD_LIBRARY_PATH"))
-        },
+        "smi": {v.smi: _smi(v) for v in VENDORS.values() if v.smi},
+        "env": {k: v for k, v in sorted(os.environ.items()) if k.startswith(ENV_PREFIXES)},
     }
     if data:
         report["data"] = _dataset(data)
     return report
+
+
+def _build_hint(report: Dict[str, object]) -> str:
+    """Where to look when a vendor's own torch sees none of its devices."""
+    build = VENDORS.get(str(report.get("torch_build") or ""))
+    if build is None:
+        return ""
+    return " (this torch is a {} build: check {} and {})".format(
+        build.label, ", ".join(build.device_files), build.container_visible_devices
+    )
 
 
 def format_report(report: Dict[str, object]) -> List[str]:
@@ -98,12 +108,10 @@ def format_report(report: Dict[str, object]) -> List[str]:
         lines.append(
             "vendor {}: {} device(s): {}".format(report["vendor"], report["device_count"], ", ".join(report["devices"]))
         )
-        lines.append("SDK {}  NCCL {}".format(report["sdk"] or "n/a", report["nccl"] or "n/a"))
+        library = VENDORS[report["vendor"]].collective_library if report["vendor"] in VENDORS else "NCCL"
+        lines.append("SDK {}  {} {}".format(report["sdk"] or "n/a", library, report["nccl"] or "n/a"))
     else:
-        lines.append(
-            "no CUDA/CoreX device visible to torch: training will run on the CPU"
-            + (" (this torch is a CoreX build: check /dev/iluvatar* and IX_VISIBLE_DEVICES)" if report["corex"] else "")
-        )
+        lines.append("no CUDA/CoreX device visible to torch: training will run on the CPU" + _build_hint(report))
     for tool, found in report["smi"].items():
         if found is None:
             lines.append("{}: not found".format(tool))

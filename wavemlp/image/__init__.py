@@ -7,7 +7,6 @@ from .build import (
     CA_BUILD_ARG,
     DEFAULT_BASES,
     DOCKERFILES,
-    TARGETS,
     BaseInfo,
     ImageBuildError,
     build_env,
@@ -18,19 +17,22 @@ from .build import (
     probe_base,
     resolve,
 )
+from .targets import check_target, image_settings, image_targets
 
 __all__ = [
     "CA_BUILD_ARG",
     "DEFAULT_BASES",
     "DOCKERFILES",
-    "TARGETS",
     "BaseInfo",
     "ImageBuildError",
     "build_env",
     "build_image",
+    "check_target",
     "default_tag",
     "docker_build_command",
     "format_command",
+    "image_settings",
+    "image_targets",
     "probe_base",
     "resolve",
 ]

@@ -16,10 +16,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-DOCKERFILES = {"cuda": "docker/Dockerfile.cuda", "corex": "docker/Dockerfile.corex"}
-DEFAULT_BASES = {"cuda": "nvcr.io/nvidia/pytorch:24.05-py3", "corex": "corex:4.2.0"}
-# Each target has its own pins (docker/constraints/<target>.txt) and its natural Dockerfile.
-TARGETS = {"a100": "cuda", "h100": "cuda", "cpu": "cuda", "bi-v100": "corex", "bi-v150": "corex"}
+from ..errors import KitError
+from ..vendors import dockerfile_vendor, dockerfiles
+from .targets import check_target, image_settings
+
+# By Dockerfile kind; the targets are the recipes with an image (targets.image_targets()), each with its
+# own pins in docker/constraints/<target>.txt.
+DOCKERFILES = {kind: dockerfile_vendor(kind).dockerfile_path for kind in dockerfiles()}
+DEFAULT_BASES = {kind: dockerfile_vendor(kind).base_image for kind in dockerfiles()}
 CA_BUILD_ARG = "EXTRA_CA_CERTS"
 # Runs inside the images (and in a container of the base, to probe it) on the base's own Python.
 _PROVISION = Path(__file__).with_name("provision.py")
@@ -27,7 +31,7 @@ _PROVISION = Path(__file__).with_name("provision.py")
 _ENGINE_CHATTER = re.compile(r"^(Step \d+/\d+ :| ---> |Removing intermediate container|Successfully (built|tagged))")
 # Build args reach RUN steps as environment variables, and Linux caps one at 128 KiB.
 MAX_EXTRA_CA_BYTES = 64 * 1024
-_PROBE_MARK = "WAVEMLP-PROBE "  # provision.py's PROBE_MARK (not imported: build.py stands alone)
+_PROBE_MARK = "WAVEMLP-PROBE "  # provision.py's PROBE_MARK (that file is a script for the base's Python)
 
 
 class ImageBuildError(RuntimeError):
@@ -47,13 +51,11 @@ class BaseInfo:
 
 
 def resolve(target: str, dockerfile: str | None = None, base: str | None = None) -> tuple[str, str]:
-    """(dockerfile kind, base image) for a target, defaults filled and names checked."""
-    if target not in TARGETS:
-        raise ImageBuildError(f"unknown image target {target!r} (known: {', '.join(TARGETS)})")
-    kind = dockerfile or TARGETS[target]
-    if kind not in DOCKERFILES:
-        raise ImageBuildError(f"unknown Dockerfile {kind!r} (known: {', '.join(DOCKERFILES)})")
-    return kind, base or DEFAULT_BASES[kind]
+    """(dockerfile kind, base image) for a target: the arguments, else the target recipe's, else its vendor's."""
+    try:
+        return image_settings(check_target(target).recipe, dockerfile, base)
+    except KitError as exc:
+        raise ImageBuildError(str(exc)) from None
 
 
 def default_tag(target: str) -> str:
@@ -106,12 +108,8 @@ def source_build_args(context: Path) -> dict[str, str]:
 
 
 def base_build_args(info: BaseInfo, kind: str) -> dict[str, str]:
-    args = {"TORCH_VERSION": info.torch_version}
-    if kind == "cuda":
-        args["CUDA_RUNTIME"] = info.cuda or ""
-    else:
-        args["COREX_SDK"] = info.corex_sdk or ""
-    return args
+    vendor = dockerfile_vendor(kind)
+    return {"TORCH_VERSION": info.torch_version, vendor.sdk_build_arg: getattr(info, vendor.sdk_probe_key) or ""}
 
 
 def compose_build_args(
@@ -211,15 +209,7 @@ def require_base(client, base: str, kind: str) -> None:
     try:
         client.images.get(base)
     except docker.errors.ImageNotFound:
-        if kind == "corex":
-            how = (
-                f"CoreX SDK images are built by each site from Iluvatar's installer: build yours and "
-                f"`docker tag` it as {base}, or pass another base"
-            )
-        else:
-            how = (
-                f"`docker pull {base}` first (builds never pull), or build/tag your site's CUDA PyTorch image as {base}"
-            )
+        how = dockerfile_vendor(kind).base_missing_hint.format(base=base)
         raise ImageBuildError(f"base image {base} is not in the local Docker engine; {how}") from None
 
 
@@ -278,8 +268,9 @@ def build_image(
 ) -> str:
     """Build the image of `target` and return its id, streaming the engine's output line by line.
 
-    `dockerfile` ("cuda" or "corex") and `base` default from the target. The base must already be in the
-    engine (builds never pull). With `probe`, the base's torch is checked and its versions go into labels.
+    `dockerfile` (a key of DOCKERFILES) and `base` default from the target's recipe, then its vendor. The base
+    must already be in the engine (builds never pull). With `probe`, the base's torch is checked and its
+    versions go into labels.
     """
     kind, base = resolve(target, dockerfile, base)
     context = Path(context).resolve()

@@ -11,6 +11,8 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional
 
+from ..vendors import VENDORS, dockerfiles
+
 
 def setting(default, help: str = "", flag: str = "", choices=None, range=None, factory=None):
     """A recipe field: default, doc, seed flag, allowed values or inclusive numeric range."""
@@ -172,7 +174,7 @@ class TrainCfg:
 class HardwareCfg:
     device: str = setting("auto", "auto, cuda (NVIDIA and CoreX) or cpu", "--device", choices=["auto", "cuda", "cpu"])
     vendor: str = setting(
-        "", "nvidia, iluvatar or cpu (descriptive; detection decides)", "", choices=["", "nvidia", "iluvatar", "cpu"]
+        "", "{} (descriptive; detection decides)".format(", ".join(VENDORS)), "", choices=["", *VENDORS]
     )
     device_name: str = setting("", "the accelerator this recipe is tuned for", "")
     devices_per_node: int = setting(1, "devices a node shows (a BI-V150 board shows two)", "", range=(1, 1024))
@@ -184,11 +186,19 @@ class HardwareCfg:
 
 @dataclass
 class ImageCfg:
-    dockerfile: str = setting("cuda", "which Dockerfile under docker/", "", choices=["cuda", "corex"])
-    base: str = setting("", "base image (a CUDA PyTorch image or the site's CoreX SDK image)", "")
+    dockerfile: str = setting(
+        "", "which Dockerfile under docker/ ('' = the vendor's)", "", choices=["", *dockerfiles()]
+    )
+    base: str = setting("", "base image (a CUDA PyTorch image or the site's CoreX SDK image; '' = the vendor's)", "")
     name: str = setting("wavemlp-kit", "image repository name", "")
     tag: str = setting("", "image tag", "")
-    runtime: str = setting("", "container runtime for devices (nvidia, iluvatar, or '' for none)", "")
+    runtime: str = setting(
+        "",
+        "container runtime for devices ({}, or '' for none)".format(
+            ", ".join(v.docker_runtime for v in VENDORS.values() if v.docker_runtime)
+        ),
+        "",
+    )
 
 
 @dataclass

@@ -7,14 +7,13 @@ import shutil
 import subprocess
 from typing import List, NamedTuple, Optional, Sequence
 
+from ..vendors import vendor
 from .quoting import RenderError, job_name, sbatch_value, signal_name
 from .target import Target, check_mounts
 from .templates import render
 
 TEMPLATE = "job.sbatch.j2"
 RUNTIMES = ("none", "pyxis", "apptainer", "docker")
-# The variable through which each vendor's container runtime is told which devices a container gets.
-VISIBLE_DEVICES = {"nvidia": "NVIDIA_VISIBLE_DEVICES", "iluvatar": "IX_VISIBLE_DEVICES"}
 
 
 class SlurmOptions(NamedTuple):
@@ -84,7 +83,9 @@ def sbatch_context(target: Target, opts: SlurmOptions) -> dict:
     image = opts.container_image if opts.container_image is not None else default_image(target, runtime)
     if runtime != "none" and not image:
         raise RenderError("--container-image: no image given and the recipe's image.name is empty")
-    docker_runtime = r.image.runtime if target.vendor in VISIBLE_DEVICES else ""
+    v = vendor(target.vendor)
+    # A vendor runtime is only told which devices to give through its variable: without one, none.
+    docker_runtime = r.image.runtime if v.container_visible_devices else ""
 
     return dict(
         job_name="wmlp-" + job_name(target.name),
@@ -109,7 +110,12 @@ def sbatch_context(target: Target, opts: SlurmOptions) -> dict:
         mounts=mounts,
         image=image,
         docker_runtime=docker_runtime,
-        visible_var=VISIBLE_DEVICES.get(target.vendor, ""),
+        visible_var=v.container_visible_devices,
+        docker_devices=list(v.docker_without_runtime),
+        docker_devices_why=v.docker_without_runtime_why,
+        apptainer_args=list(v.apptainer_args),
+        device_files=list(v.device_files) if v.bind_device_files else [],
+        device_files_why=v.device_files_why,
         train_args=target.train_args(),
     )
 

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Dict, List, NamedTuple, Sequence
 
 from ..recipe import LoadedRecipe, Recipe, find_recipe, load_recipe, shipped_recipes
+from ..vendors import recipe_vendor
 from .quoting import RenderError, quote
 
 # Variables a shell reads as code or syntax: exported from a recipe they would run or reshape commands
@@ -25,7 +26,7 @@ class Target(NamedTuple):
     loaded: LoadedRecipe
     ref: str  # what the scripts hand to `wmlp train --recipe`
     sets: List[str]
-    vendor: str  # nvidia, iluvatar or cpu
+    vendor: str  # a key of wavemlp.vendors.VENDORS
 
     @property
     def recipe(self) -> Recipe:
@@ -73,9 +74,7 @@ def check_env(env: Dict[str, str]) -> None:
 
 
 def vendor_of(recipe: Recipe) -> str:
-    if recipe.hardware.vendor:
-        return recipe.hardware.vendor
-    return "cpu" if recipe.hardware.device == "cpu" else "nvidia"
+    return recipe_vendor(recipe.hardware.vendor, recipe.hardware.device).name
 
 
 def load_target(ref: str, sets: Sequence[str] = ()) -> Target:
