@@ -1,5 +1,8 @@
 """Container images of the kit: Dockerfiles live in docker/, this package builds them (host side).
 
+Login-node side: may import ``recipe``, ``vendors``, ``resources`` and the docker SDK (inside the functions
+that talk to the engine); never torch, timm or torchvision.
+
 ``provision.py`` is not imported here: it runs inside the image, on the base image's own Python.
 """
 

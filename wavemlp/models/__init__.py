@@ -1,4 +1,7 @@
-"""The Wave-MLP family. Knows nothing of training: architecture, registry and weight loading."""
+"""The Wave-MLP family. Knows nothing of training: architecture, registry and weight loading.
+
+May import torch, timm and ``wavemlp.errors``; nothing from ``recipe``, ``data``, ``engine`` or the job side.
+"""
 
 from .checkpoint import CheckpointError, extract_state_dict, load_checkpoint, load_weights, read_checkpoint
 from .factory import UnknownModelError, create_model, list_models, resolve_name

@@ -1,4 +1,8 @@
-"""Recipes: YAML files -> one validated, typed ``Recipe`` that train, render and image builds share."""
+"""Recipes: YAML files -> one validated, typed ``Recipe`` that train, render and image builds share.
+
+Login-node side: imports yaml and the standard library only (never torch); every other package reads
+recipes through this one.
+"""
 
 from .loader import LoadedRecipe, RecipeError, dump_recipe, find_recipe, load_recipe, shipped_recipes, validate
 from .schema import Recipe, seed_flag_table

@@ -1,6 +1,7 @@
 """Launch and Slurm scripts rendered from a recipe: every value quoted, nothing run that was not meant to.
 
-No torch here: this package runs on login nodes. Python 3.8 syntax: it runs inside vendor images too.
+Login-node side: may import ``recipe``, ``vendors``, ``resources``, jinja2; never torch, timm or torchvision.
+Python 3.8 syntax: it runs inside vendor images too.
 """
 
 from .launch import LaunchPlan, plan_launch, render_launch
