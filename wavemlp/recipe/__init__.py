@@ -1,6 +1,15 @@
 """Recipes: YAML files -> one validated, typed ``Recipe`` that train, render and image builds share."""
 
-from .loader import LoadedRecipe, RecipeError, dump_recipe, find_recipe, load_recipe, shipped_recipes, validate
+from .loader import (
+    LoadedRecipe,
+    RecipeError,
+    dump_recipe,
+    find_recipe,
+    load_recipe,
+    parse_recipe,
+    shipped_recipes,
+    validate,
+)
 from .schema import Recipe, seed_flag_table
 
 __all__ = [
@@ -10,6 +19,7 @@ __all__ = [
     "dump_recipe",
     "find_recipe",
     "load_recipe",
+    "parse_recipe",
     "seed_flag_table",
     "shipped_recipes",
     "validate",
