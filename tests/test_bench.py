@@ -44,6 +44,8 @@ SCHEMA_KEYS = {
     "compile",
     "fast_path",
     "data",
+    "step",
+    "train_step",
     "device",
     "world_size",
     "steps",
@@ -91,6 +93,11 @@ def test_bench_json_schema_on_the_cpu(wmlp_exe, tmp_path, mode):
     assert r["step_time_s"]["median"] >= r["compute_time_s"]["median"] > 0
     assert r["power"] == "n/a" and r["peak_mem_kind"] == "host_rss" and r["peak_mem_mb"] > 0
     assert r["mode"] == mode and r["batch_size"] == 4 and r["world_size"] == 1 and r["compile_time_s"] is None
+    if mode == "train":  # cpu-demo: no mixup, label smoothing, EMA
+        assert r["step"] == "trainer" and r["train_step"]["loss"] == "LabelSmoothingCrossEntropy"
+        assert r["train_step"]["mixup"] is None and r["train_step"]["ema_decay"] == 0.9
+    else:
+        assert r["step"] == "forward" and r["train_step"] is None
 
 
 def test_bench_data_mode_and_scaling_over_two_processes(wmlp_exe, mini_data, tmp_path):

@@ -274,13 +274,13 @@ def test_eval_of_a_demo_checkpoint_matches_the_training_run(wmlp_exe, mini_data,
 
 def test_fused_optimizer_falls_back_with_a_warning_where_torch_has_no_kernel():
     import wavemlp
-    from wavemlp.engine.trainer import _make_optimizer
+    from wavemlp.engine.components import build_optimizer
     from wavemlp.recipe import load_recipe
 
     model = wavemlp.create_model("WaveMLP_T_dw", num_classes=10)
     warned = []
-    adamw = _make_optimizer(model, load_recipe("h100").recipe, warn=warned.append)
+    adamw = build_optimizer(model, load_recipe("h100").recipe, warn=warned.append)
     assert adamw.defaults.get("fused") is True and warned == []  # this torch has fused AdamW on the CPU
-    lamb = _make_optimizer(model, load_recipe("h100", ["optim.opt=lamb"]).recipe, warn=warned.append)
+    lamb = build_optimizer(model, load_recipe("h100", ["optim.opt=lamb"]).recipe, warn=warned.append)
     assert type(lamb).__name__ == "Lamb" and "fused" not in lamb.defaults
     assert len(warned) == 1 and warned[0].startswith("optim.fused: no fused lamb kernel here")
