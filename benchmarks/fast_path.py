@@ -24,7 +24,7 @@ import torch.nn as nn
 
 import wavemlp
 from wavemlp.engine import devices
-from wavemlp.engine.trainer import _make_optimizer
+from wavemlp.engine.components import build_optimizer
 from wavemlp.recipe import load_recipe
 
 PRECISIONS = ("fp32", "bf16", "fp16")
@@ -57,7 +57,7 @@ def make_side(name, spec, device):
     # The optimizer the trainer builds (timm's AdamW from the seed recipe), fused on the fast side
     # where torch has the kernel.
     recipe = load_recipe("imagenet", ["optim.fused={}".format("true" if fast else "false")]).recipe
-    opt = _make_optimizer(model, recipe)
+    opt = build_optimizer(model, recipe)
     fused = bool(opt.defaults.get("fused"))
     if compiled and not hasattr(torch, "compile"):
         raise SystemExit(f"--sides: {spec!r}: this torch ({torch.__version__}) has no torch.compile")

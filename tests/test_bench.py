@@ -1,9 +1,11 @@
-"""`wmlp bench`: the JSON schema, the scalability arithmetic and the seed's table format."""
+"""`wmlp bench`: the JSON schema, the scalability arithmetic, the seed's table format, and that the
+training mode times the trainer's own step."""
 
 import json
 import subprocess
 
 import pytest
+import torch
 
 from wavemlp.bench.scaling import parse_counts, scalability
 from wavemlp.bench.table import seed_table
@@ -44,6 +46,8 @@ SCHEMA_KEYS = {
     "compile",
     "fast_path",
     "data",
+    "step",
+    "train_step",
     "device",
     "world_size",
     "steps",
@@ -91,6 +95,50 @@ def test_bench_json_schema_on_the_cpu(wmlp_exe, tmp_path, mode):
     assert r["step_time_s"]["median"] >= r["compute_time_s"]["median"] > 0
     assert r["power"] == "n/a" and r["peak_mem_kind"] == "host_rss" and r["peak_mem_mb"] > 0
     assert r["mode"] == mode and r["batch_size"] == 4 and r["world_size"] == 1 and r["compile_time_s"] is None
+    if mode == "train":  # cpu-demo: no mixup, label smoothing, EMA
+        assert r["step"] == "trainer" and r["train_step"]["loss"] == "LabelSmoothingCrossEntropy"
+        assert r["train_step"]["mixup"] is None and r["train_step"]["ema_decay"] == 0.9
+    else:
+        assert r["step"] == "forward" and r["train_step"] is None
+
+
+def test_bench_train_mode_times_the_trainers_step(mini_data, tmp_path):
+    from timm.loss import SoftTargetCrossEntropy
+
+    from wavemlp.bench import throughput
+    from wavemlp.engine.components import TrainStep
+    from wavemlp.engine.distributed import DistInfo
+    from wavemlp.engine.trainer import Trainer
+    from wavemlp.recipe import load_recipe
+
+    sets = ["augment.mixup=0.8", "augment.cutmix=1.0", "optim.clip_grad=1.0", "train.batch_size=4"]
+    recipe = load_recipe("cpu-demo", sets + [f"data.path={mini_data}", "data.workers=0", "train.progress=false"]).recipe
+    cfg = throughput.resolve(recipe, throughput.BenchConfig(steps=2, warmup=1))
+    cpu = torch.device("cpu")
+    bench_recipe = throughput.bench_recipe(recipe, cfg)
+    step = throughput.build_step(bench_recipe, cpu, "fp32", DistInfo(), is_training=True)
+    assert isinstance(step, TrainStep) and isinstance(step.loss_fn, SoftTargetCrossEntropy)
+    assert step.mixup is not None and step.clip_grad == 1.0
+
+    ema_before = {k: v.clone() for k, v in step.ema.module.state_dict().items()}
+    weights_before = {k: v.clone() for k, v in step.model.state_dict().items()}
+    raw = throughput.measure(step, throughput.synthetic_batches(bench_recipe, cpu, True), cfg, cpu)
+    assert len(raw["step_times"]) == 2 and all(t > 0 for t in raw["compute_times"])
+    for before, module in ((weights_before, step.model), (ema_before, step.ema.module)):
+        after = module.state_dict()
+        moved = [k for k, v in before.items() if v.is_floating_point() and not torch.equal(v, after[k])]
+        assert moved and len(moved) > len(before) // 2, moved  # the optimizer step, then the EMA update
+
+    trainer = Trainer(recipe, tmp_path / "run")  # what `wmlp train` builds from the same recipe
+    trainer._setup()
+    try:
+        trainer._build_data()
+        trainer._build_model()
+    finally:
+        trainer.stop.uninstall()
+        trainer.log.close()
+    assert isinstance(trainer.train_step, TrainStep)
+    assert trainer.train_step.describe() == step.describe()
 
 
 def test_bench_data_mode_and_scaling_over_two_processes(wmlp_exe, mini_data, tmp_path):

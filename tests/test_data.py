@@ -6,6 +6,7 @@ import math
 import os
 import random
 import warnings
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -21,11 +22,13 @@ from wavemlp.data import (
     build_loader,
     build_transforms,
     collate_skip_bad,
-    default_data_cfg,
     ra_samples_per_rank,
     sample_seed,
     write_demo_dataset,
 )
+from wavemlp.recipe.schema import AugmentCfg, DataCfg
+
+SEED_DATA, SEED_AUGMENT = DataCfg(), AugmentCfg()  # the seed recipe's sections
 
 DIGIT_COUNTS = [178, 182, 177, 183, 181, 182, 181, 179, 174, 180]  # sklearn's load_digits per class
 
@@ -298,7 +301,7 @@ def bad_root(tmp_path):
 
 def test_bad_images_skipped_and_counted(bad_root):
     root, corrupt, truncated = bad_root
-    ds = ImageDataset(root, "train", transform=build_transforms(default_data_cfg(img_size=16), False))
+    ds = ImageDataset(root, "train", transform=build_transforms(SEED_DATA, SEED_AUGMENT, 16, False))
     paths = [p for p, _ in ds.samples]
     with pytest.warns(BadImageWarning) as record:
         assert ds[paths.index(corrupt)] is None
@@ -472,8 +475,8 @@ def test_sampler_leaves_global_rng_alone():
 
 
 def test_seeded_getitem_is_reproducible(demo_root):
-    cfg = default_data_cfg(img_size=32, reprob=1.0)  # erasing always on: torch's RNG is exercised too
-    ds = ImageDataset(demo_root, "train", transform=build_transforms(cfg, True))
+    augment = replace(SEED_AUGMENT, reprob=1.0)  # erasing always on: torch's RNG is exercised too
+    ds = ImageDataset(demo_root, "train", transform=build_transforms(SEED_DATA, augment, 32, True))
     torch.manual_seed(0)
     random.seed(0)
     np.random.seed(0)
@@ -489,20 +492,20 @@ def test_seeded_getitem_is_reproducible(demo_root):
 
 
 def test_transforms_follow_config():
-    cfg = default_data_cfg(img_size=32, crop_pct=0.875)
-    ev = build_transforms(cfg, False)
+    data = replace(SEED_DATA, crop_pct=0.875)
+    ev = build_transforms(data, SEED_AUGMENT, 32, False)
     resize = ev.transforms[0]
     assert resize.size in (36, [36], (36, 36)) and "BICUBIC" in str(resize.interpolation).upper()
     out = ev(Image.new("RGB", (50, 40)))
     assert out.shape == (3, 32, 32)
-    tr = build_transforms(cfg, True)
+    tr = build_transforms(data, SEED_AUGMENT, 32, True)
     names = [type(t).__name__ for t in tr.transforms]
     assert names[0] == "RandomResizedCropAndInterpolation" and "RandomErasing" in names
     assert any("RandAugment" in n for n in names) and "ColorJitter" not in names
     with pytest.raises(ValueError, match="training only"):
-        build_transforms(dict(cfg, interpolation="random"), False)
-    with pytest.raises(KeyError, match="reprob"):
-        build_transforms({k: v for k, v in cfg.items() if k != "reprob"}, True)
+        build_transforms(replace(data, interpolation="random"), SEED_AUGMENT, 32, False)
+    unerased = build_transforms(data, replace(SEED_AUGMENT, reprob=0.0), 32, True)
+    assert "RandomErasing" not in [type(t).__name__ for t in unerased.transforms]
 
 
 def _batches(loader, limit):
@@ -510,7 +513,7 @@ def _batches(loader, limit):
 
 
 def test_loader_workers_do_not_change_batches(demo_root):
-    ds = ImageDataset(demo_root, "train", transform=build_transforms(default_data_cfg(img_size=32), True))
+    ds = ImageDataset(demo_root, "train", transform=build_transforms(SEED_DATA, SEED_AUGMENT, 32, True))
     sampler = EpochSampler(len(ds), num_replicas=2, rank=1, seed=42, repeated_aug=True)
     sampler.set_epoch(1)
     serial = build_loader(ds, sampler, 16, workers=0, pin_memory=False, is_training=True)
@@ -538,7 +541,7 @@ def test_loader_workers_do_not_change_batches(demo_root):
 
 
 def test_eval_loader_keeps_last_batch(demo_root):
-    ds = ImageDataset(demo_root, "val", transform=build_transforms(default_data_cfg(img_size=32), False))
+    ds = ImageDataset(demo_root, "val", transform=build_transforms(SEED_DATA, SEED_AUGMENT, 32, False))
     sampler = EpochSampler(len(ds), shuffle=False, drop_last=False)
     loader = build_loader(ds, sampler, 100, workers=0, pin_memory=False, is_training=False, prefetch_factor=4)
     assert len(loader) == 4 and sum(len(y) for _, y, _ in loader) == 359
@@ -548,9 +551,7 @@ def test_seed_randaugment_posterize_at_full_magnitude_gives_black_not_an_error()
     # mstd0.5 noise pushes the magnitude to 10, where timm asks PosterizeIncreasing for 0 bits.
     from PIL import Image
 
-    from wavemlp.data.loader import build_transforms, default_data_cfg
-
-    transform = build_transforms(default_data_cfg(), True)
+    transform = build_transforms(SEED_DATA, SEED_AUGMENT, 224, True)
     ops = [op for t in transform.transforms for op in getattr(t, "ops", []) if op.name.startswith("Posterize")]
     assert ops
     img = Image.new("RGB", (16, 16), (200, 120, 40))

@@ -3,6 +3,7 @@
 import io
 import os
 import warnings
+from dataclasses import replace
 
 import matplotlib
 import numpy as np
@@ -17,10 +18,10 @@ from wavemlp.data import (
     build_dataset,
     build_transforms,
     collate_skip_bad,
-    default_data_cfg,
     device_normalize,
     fast,
 )
+from wavemlp.recipe.schema import AugmentCfg, DataCfg
 
 PHOTO = os.path.join(os.path.dirname(matplotlib.__file__), "mpl-data", "sample_data", "grace_hopper.jpg")
 
@@ -53,10 +54,10 @@ def pillow_only(monkeypatch):
 def test_fast_pipeline_equals_timm_at_full_scale_with_pillow(tmp_path, pillow_only):
     # Images under twice the output size never get a reduced DCT scale: every pixel must be timm's.
     root = _photo_root(tmp_path, (120, 90))
-    cfg = default_data_cfg(img_size=64, reprob=0.0)
-    timm_set = build_dataset(root, "train", dict(cfg, pipeline="timm"), True)
-    fast_set = build_dataset(root, "train", dict(cfg, pipeline="fast"), True)
-    normalize = DeviceNormalize(cfg["mean"], cfg["std"], torch.device("cpu"))
+    data, augment = DataCfg(), replace(AugmentCfg(), reprob=0.0)
+    timm_set = build_dataset(root, "train", replace(data, pipeline="timm"), augment, 64, True)
+    fast_set = build_dataset(root, "train", replace(data, pipeline="fast"), augment, 64, True)
+    normalize = DeviceNormalize(data.mean, data.std, torch.device("cpu"))
     for index in range(len(timm_set)):
         for seed in range(8):
             expected, label = timm_set[(index, seed)]
@@ -74,20 +75,20 @@ def test_large_jpeg_is_decoded_at_reduced_scale_close_to_timm(tmp_path, monkeypa
         assert fast.simplejpeg is not None, "simplejpeg is part of the dev install"
         real = fast.simplejpeg.decode_jpeg
         monkeypatch.setattr(fast.simplejpeg, "decode_jpeg", lambda *a, **k: calls.append(k) or real(*a, **k))
-    data = _photo_jpeg((1600, 1200))
-    assert fast.decode_scaled(fast.open_lazy(data), 4).size == (400, 300)
-    assert fast.decode_scaled(fast.open_lazy(data), 1).size == (1600, 1200)
+    photo = _photo_jpeg((1600, 1200))
+    assert fast.decode_scaled(fast.open_lazy(photo), 4).size == (400, 300)
+    assert fast.decode_scaled(fast.open_lazy(photo), 1).size == (1600, 1200)
     assert fast.dct_factor(1600, 1200, 224, 224) == 4 and fast.dct_factor(447, 900, 224, 224) == 1
 
     # Crops of 90-100% of the image: decoded at 1/4, then resized to 224 like timm's full-size resize.
-    cfg = default_data_cfg(img_size=224, reprob=0.0, auto_augment=None, hflip=0.0, scale=(0.9, 1.0))
+    data, augment = DataCfg(), replace(AugmentCfg(), reprob=0.0, auto_augment="", hflip=0.0, scale=[0.9, 1.0])
     folder = tmp_path / "train" / "a"
     folder.mkdir(parents=True)
-    (folder / "big.JPEG").write_bytes(data)
-    timm_set = build_dataset(tmp_path, "train", dict(cfg, pipeline="timm"), True)
-    fast_set = build_dataset(tmp_path, "train", dict(cfg, pipeline="fast"), True)
-    normalize = DeviceNormalize(cfg["mean"], cfg["std"], torch.device("cpu"))
-    std = torch.tensor(cfg["std"]).view(3, 1, 1) * 255
+    (folder / "big.JPEG").write_bytes(photo)
+    timm_set = build_dataset(tmp_path, "train", replace(data, pipeline="timm"), augment, 224, True)
+    fast_set = build_dataset(tmp_path, "train", replace(data, pipeline="fast"), augment, 224, True)
+    normalize = DeviceNormalize(data.mean, data.std, torch.device("cpu"))
+    std = torch.tensor(data.std).view(3, 1, 1) * 255
     for seed in range(4):
         expected = timm_set[(0, seed)][0]
         got = normalize(fast_set[(0, seed)][0][None])[0]
@@ -111,8 +112,8 @@ def test_fast_pipeline_skips_broken_files_or_fails_on_them(tmp_path, monkeypatch
     if decoder == "pillow":
         monkeypatch.setattr(fast, "simplejpeg", None)
     corrupt, truncated = _broken_root(tmp_path)
-    cfg = default_data_cfg(img_size=32, pipeline="fast")
-    ds = build_dataset(tmp_path, "train", cfg, True)
+    data, augment = replace(DataCfg(), pipeline="fast"), AugmentCfg()
+    ds = build_dataset(tmp_path, "train", data, augment, 32, True)
     assert ds.lazy_decode
     paths = [p for p, _ in ds.samples]
     with pytest.warns(BadImageWarning) as record:
@@ -124,23 +125,24 @@ def test_fast_pipeline_skips_broken_files_or_fails_on_them(tmp_path, monkeypatch
         images, targets, skipped = collate_skip_bad([ds[(i, 0)] for i in range(len(ds))])
     assert skipped == 2 and images.dtype == torch.uint8 and images.shape == (2, 3, 32, 32)
 
-    strict = build_dataset(tmp_path, "train", cfg, True, on_bad_image="fail")
+    strict = build_dataset(tmp_path, "train", replace(data, on_bad_image="fail"), augment, 32, True)
     with pytest.raises(DataError) as info:
         strict[(paths.index(truncated), 0)]
     assert str(info.value).startswith(f"cannot decode image {truncated}: ") and "\n" not in str(info.value)
 
 
 def test_device_normalize_leaves_float_batches_and_erases_when_training():
-    cfg = default_data_cfg(reprob=1.0)
-    step = device_normalize(cfg, torch.device("cpu"), is_training=True)
+    data, augment = DataCfg(), replace(AugmentCfg(), reprob=1.0)
+    step = device_normalize(data, augment, torch.device("cpu"), is_training=True)
     floats = torch.randn(2, 3, 8, 8)
     assert step(floats) is floats  # timm's pipeline and evaluation batches are already normalised
 
     images = torch.randint(0, 256, (4, 3, 32, 32), dtype=torch.uint8)
-    mean = torch.tensor(cfg["mean"]).view(1, 3, 1, 1)
-    std = torch.tensor(cfg["std"]).view(1, 3, 1, 1)
+    mean = torch.tensor(data.mean).view(1, 3, 1, 1)
+    std = torch.tensor(data.std).view(1, 3, 1, 1)
     plain = (images.float() / 255 - mean) / std
-    assert torch.allclose(device_normalize(cfg, torch.device("cpu"), is_training=False)(images), plain, atol=1e-5)
+    unerased = device_normalize(data, augment, torch.device("cpu"), is_training=False)
+    assert torch.allclose(unerased(images), plain, atol=1e-5)
     erased = step(images)
     assert erased.dtype == torch.float32 and torch.isfinite(erased).all()
     for i in range(4):  # probability 1: every image has an erased (replaced) patch
@@ -149,4 +151,4 @@ def test_device_normalize_leaves_float_batches_and_erases_when_training():
 
 def test_unknown_pipeline_is_refused():
     with pytest.raises(ValueError, match="pipeline must be one of timm, fast"):
-        build_transforms(default_data_cfg(pipeline="dali"), True)
+        build_transforms(replace(DataCfg(), pipeline="dali"), AugmentCfg(), 224, True)

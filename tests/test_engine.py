@@ -274,13 +274,27 @@ def test_eval_of_a_demo_checkpoint_matches_the_training_run(wmlp_exe, mini_data,
 
 def test_fused_optimizer_falls_back_with_a_warning_where_torch_has_no_kernel():
     import wavemlp
-    from wavemlp.engine.trainer import _make_optimizer
+    from wavemlp.engine.components import build_optimizer
     from wavemlp.recipe import load_recipe
 
     model = wavemlp.create_model("WaveMLP_T_dw", num_classes=10)
     warned = []
-    adamw = _make_optimizer(model, load_recipe("h100").recipe, warn=warned.append)
+    adamw = build_optimizer(model, load_recipe("h100").recipe, warn=warned.append)
     assert adamw.defaults.get("fused") is True and warned == []  # this torch has fused AdamW on the CPU
-    lamb = _make_optimizer(model, load_recipe("h100", ["optim.opt=lamb"]).recipe, warn=warned.append)
+    lamb = build_optimizer(model, load_recipe("h100", ["optim.opt=lamb"]).recipe, warn=warned.append)
     assert type(lamb).__name__ == "Lamb" and "fused" not in lamb.defaults
     assert len(warned) == 1 and warned[0].startswith("optim.fused: no fused lamb kernel here")
+
+
+def test_a_checkpoints_broken_saved_recipe_is_a_one_line_error_naming_the_file(mini_data, tmp_path):
+    import wavemlp
+    from wavemlp.engine.evaluate import evaluate_checkpoint
+    from wavemlp.errors import KitError
+
+    ckpt = tmp_path / "ck.pth"
+    model = wavemlp.create_model("WaveMLP_T_dw", num_classes=10)
+    torch.save({"state_dict": model.state_dict(), "recipe": "model:\n  img_size: 100\n"}, str(ckpt))
+    with pytest.raises(KitError) as err:
+        evaluate_checkpoint("WaveMLP_T_dw", str(ckpt), str(mini_data), workers=0)
+    assert str(err.value).startswith(f"{ckpt} (its saved recipe): model.img_size: 100 is not divisible by 32")
+    assert "\n" not in str(err.value)

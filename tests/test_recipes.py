@@ -3,7 +3,7 @@
 import pytest
 import yaml
 
-from wavemlp.recipe import RecipeError, dump_recipe, load_recipe, seed_flag_table, shipped_recipes
+from wavemlp.recipe import RecipeError, dump_recipe, load_recipe, parse_recipe, seed_flag_table, shipped_recipes
 from wavemlp.recipe.loader import validate
 
 
@@ -62,6 +62,21 @@ def test_resolved_recipe_round_trips_through_yaml(tmp_path):
     r = load_recipe("cpu-demo", ["train.epochs=2"]).recipe
     path = _write(tmp_path / "resolved.yaml", dump_recipe(r))
     assert load_recipe(str(path)).recipe == r
+
+
+def test_saved_recipe_text_goes_through_the_same_loader():
+    r = load_recipe("cpu-demo", ["train.epochs=2"]).recipe
+    assert parse_recipe(dump_recipe(r), "ck.pth (saved recipe)") == r
+    assert parse_recipe("extends: cpu-demo\ntrain:\n  epochs: 2\n", "text") == r
+    for text, expected in (
+        ("train:\n  epochz: 3\n", "ck.pth (saved recipe): train.epochz: unknown key"),
+        ("model:\n  img_size: 100\n", "ck.pth (saved recipe): model.img_size: 100 is not divisible by 32"),
+        ("train: [1\n", "ck.pth (saved recipe):2: "),
+        ("- a\n", "ck.pth (saved recipe): a recipe is a mapping"),
+    ):
+        with pytest.raises(RecipeError) as err:
+            parse_recipe(text, "ck.pth (saved recipe)")
+        assert str(err.value).startswith(expected) and "\n" not in str(err.value), str(err.value)
 
 
 def test_unknown_key_suggests_the_closest(tmp_path):

@@ -87,3 +87,7 @@ def test_report_without_optional_records_says_na(wmlp_exe, mini_data, tmp_path):
     assert "1x n/a" in cells[1]
     bad = subprocess.run([wmlp_exe, "report", str(tmp_path)], capture_output=True, text=True)
     assert bad.returncode == 2 and "no metrics.jsonl" in bad.stderr
+    (run / "recipe.yaml").write_text((run / "recipe.yaml").read_text().replace("  epochs:", "  epochz:", 1))
+    broken = subprocess.run([wmlp_exe, "report", str(run), "--no-plots"], capture_output=True, text=True)
+    assert broken.returncode == 2 and broken.stderr.count("\n") == 1, broken.stderr
+    assert str(run / "recipe.yaml") in broken.stderr and "train.epochz: unknown key" in broken.stderr

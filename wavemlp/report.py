@@ -8,10 +8,9 @@ import json
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple
 
-import yaml
-
 from .engine.records import read_jsonl
 from .errors import KitError
+from .recipe import Recipe, load_recipe
 
 NA = "n/a"
 DEEPSPARK_HEADER = (
@@ -37,7 +36,8 @@ class Run:
         self.epochs = read_jsonl(self.path / "metrics.jsonl")
         if not self.epochs:
             raise KitError("{}: no metrics.jsonl (is this a training run folder?)".format(self.path))
-        self.recipe = self._load(self.path / "recipe.yaml", yaml.safe_load) or {}
+        saved = self.path / "recipe.yaml"
+        self.recipe: Optional[Recipe] = load_recipe(saved).recipe if saved.is_file() else None
         self.env = self._load(self.path / "env.json", json.loads) or {}
         self.eval = self._load(self.path / "eval.json", json.loads)
         log = self.path / "train.log"
@@ -48,7 +48,10 @@ class Run:
         return parse(path.read_text()) if path.is_file() else None
 
     def get(self, section: str, key: str, default=None):
-        return (self.recipe.get(section) or {}).get(key, default)
+        """A setting of the run's recipe; ``default`` for a run folder that kept none."""
+        if self.recipe is None:
+            return default
+        return getattr(getattr(self.recipe, section), key)
 
     @property
     def uses_ema(self) -> bool:

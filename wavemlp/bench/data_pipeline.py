@@ -10,6 +10,7 @@ Runs inside images: Python 3.8 syntax.
 """
 
 import time
+from dataclasses import replace
 from typing import Dict, List, Optional
 
 import torch
@@ -32,12 +33,13 @@ def _per_worker(ds, order: List[object], warm: int = 5) -> float:
     return len(timed) / (time.perf_counter() - t0)
 
 
-def _normalize_cost_ms(cfg: Dict[str, object], ds, order: List[object], device: torch.device) -> float:
+def _normalize_cost_ms(recipe: Recipe, ds, order: List[object], device: torch.device) -> float:
     """Milliseconds per image that the fast pipeline's device step (normalise, erase) takes on ``device``."""
-    from ..data import collate_skip_bad, device_normalize
+    from ..data import collate_skip_bad
+    from ..engine.components import build_normalize
 
     images = collate_skip_bad([ds[item] for item in order[:HAND_OVER_BATCH]])[0].to(device)
-    step = device_normalize(cfg, device, is_training=True)
+    step = build_normalize(recipe, device, is_training=True)
     step(images)
     reps = 5
     if device.type == "cuda":
@@ -53,20 +55,19 @@ def _normalize_cost_ms(cfg: Dict[str, object], ds, order: List[object], device: 
 def run_data_bench(
     recipe: Recipe, root: str, steps: int = 200, workers: Optional[int] = None, device: str = "cpu"
 ) -> Dict[str, object]:
-    from ..data import EpochSampler, build_dataset, build_loader, decoder_name
-    from ..engine.trainer import data_cfg
+    from ..data import EpochSampler, build_loader, decoder_name
+    from ..engine.components import build_train_set
 
-    cfg = data_cfg(recipe)
     per_worker = {}
     sets = {}
     for pipeline in ("timm", "fast"):
-        sets[pipeline] = build_dataset(root, recipe.data.train_split, dict(cfg, pipeline=pipeline), True)
+        sets[pipeline] = build_train_set(replace(recipe, data=replace(recipe.data, path=str(root), pipeline=pipeline)))
     n = min(steps, len(sets["timm"]))
     sampler = EpochSampler(len(sets["timm"]), shuffle=True, seed=recipe.train.seed)
     order = [item for _, item in zip(range(n + 5), iter(sampler))]
     for pipeline in ("timm", "fast", "timm", "fast"):  # interleaved, best of two: less drift from a busy host
         per_worker[pipeline] = max(per_worker.get(pipeline, 0.0), _per_worker(sets[pipeline], order))
-    normalize_ms = _normalize_cost_ms(cfg, sets["fast"], order, torch.device(device))
+    normalize_ms = _normalize_cost_ms(recipe, sets["fast"], order, torch.device(device))
 
     ds = sets[recipe.data.pipeline]
     workers = workers or max(1, recipe.data.workers)

@@ -1,5 +1,12 @@
 """Training and inference throughput of a recipe's model, measured the way the seed's table reports it.
 
+``--mode train`` times the trainer's own step (:class:`~wavemlp.engine.components.TrainStep`): device
+copy, normalisation, mixup/cutmix, the recipe's loss in its precision, clipping, the optimizer and
+the EMA update, under DDP and torch.compile as training runs them. So its images/s are training
+images/s. Synthetic batches are shaped and typed as the recipe's loader delivers them (uint8 from
+the fast pipeline, floats from timm's) and go through that same step. ``--mode infer`` times a
+no-grad forward pass of batches as the evaluation loader delivers them.
+
 Clocks are read only after the device is synchronised; warm-up steps (and with them compilation)
 are excluded from the statistics, and the extra time of the first step is reported as compile time.
 Each step's time is split into waiting for data and computing. Under torchrun every rank measures
@@ -12,15 +19,14 @@ import json
 import statistics
 import sys
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
-from typing import Dict, List, Optional
+from typing import Dict, Iterator, List, Optional, Tuple
 
 import torch
-import torch.nn as nn
 
 from .. import __version__
-from ..engine import devices, distributed
+from ..engine import components, devices, distributed
 from ..recipe import Recipe
 from .power import PowerSampler
 
@@ -47,54 +53,6 @@ def spread(values: List[float]) -> Dict[str, float]:
     return {"median": statistics.median(values), "min": min(values), "max": max(values)}
 
 
-def _synthetic(batch: int, size: int, num_classes: int, device: torch.device, channels_last: bool):
-    g = torch.Generator().manual_seed(0)
-    x = torch.randn(batch, 3, size, size, generator=g).to(device)
-    if channels_last:
-        x = x.contiguous(memory_format=torch.channels_last)
-    y = torch.randint(0, num_classes, (batch,), generator=g).to(device)
-    while True:
-        yield x, y
-
-
-def _real(recipe: Recipe, cfg: BenchConfig, dist_info, device: torch.device):
-    from ..data import EpochSampler, build_dataset, build_loader, device_normalize
-    from ..engine.trainer import data_cfg
-
-    is_train = cfg.mode == "train"
-    split = recipe.data.train_split if is_train else recipe.data.val_split
-    ds = build_dataset(cfg.data, split, data_cfg(recipe), is_train)
-    normalize = device_normalize(data_cfg(recipe), device, is_train)
-    sampler = EpochSampler(
-        len(ds),
-        dist_info.world_size,
-        dist_info.rank,
-        shuffle=is_train,
-        seed=recipe.train.seed + dist_info.rank,
-        drop_last=True,
-    )
-    loader = build_loader(
-        ds,
-        sampler,
-        cfg.batch_size,
-        recipe.data.workers,
-        device.type == "cuda",
-        True,
-        prefetch_factor=recipe.data.prefetch_factor,
-        seed=recipe.train.seed,
-    )
-    epoch = 0
-    while True:
-        sampler.set_epoch(epoch)
-        for images, targets, _ in loader:
-            if targets.numel() == cfg.batch_size:  # a short batch (bad image) would skew the per-step rate
-                images = normalize(images.to(device, non_blocking=True))
-                if cfg.channels_last:
-                    images = images.contiguous(memory_format=torch.channels_last)
-                yield images, targets.to(device, non_blocking=True)
-        epoch += 1
-
-
 def resolve(recipe: Recipe, cfg: BenchConfig) -> BenchConfig:
     """Fill what the flags left open from the recipe."""
     return BenchConfig(
@@ -111,41 +69,73 @@ def resolve(recipe: Recipe, cfg: BenchConfig) -> BenchConfig:
     )
 
 
-def build_step(model: nn.Module, recipe: Recipe, cfg: BenchConfig, device: torch.device, precision: str):
-    """One training (or inference) step as a closure over model, optimizer and scaler."""
-    from ..engine.trainer import _make_optimizer
+def bench_recipe(recipe: Recipe, cfg: BenchConfig) -> Recipe:
+    """The recipe with the bench's flags applied (``cfg`` resolved): what the components are built from.
 
-    if cfg.mode == "infer":
-        model.eval()
+    Starting weights are left out: they are site files, and the step's time does not depend on them.
+    """
+    m, t, d = recipe.model, recipe.train, recipe.data
+    return replace(
+        recipe,
+        model=replace(
+            m,
+            name=cfg.model,
+            img_size=cfg.img_size,
+            channels_last=cfg.channels_last,
+            compile=cfg.compile,
+            fast_path=cfg.fast_path,
+            pretrained=False,
+            initial_checkpoint="",
+        ),
+        train=replace(t, batch_size=cfg.batch_size, precision=cfg.precision),
+        data=replace(d, path=cfg.data if cfg.data != "synthetic" else d.path),
+    )
 
-        @torch.no_grad()
-        def infer(x, y):
-            with devices.autocast(device, precision):
-                return model(x)
 
-        return infer
-    model.train()
-    optimizer = _make_optimizer(model, recipe)
-    scaler = devices.grad_scaler(device, precision)
-    loss_fn = nn.CrossEntropyLoss()
+def synthetic_batches(
+    recipe: Recipe, device: torch.device, is_training: bool
+) -> Iterator[Tuple[torch.Tensor, torch.Tensor]]:
+    images, labels = components.synthetic_batch(recipe, device, is_training)
+    while True:  # the step may mix the batch in place (on the CPU): values stay bounded, times do not change
+        yield images, labels
 
-    def train(x, y):
+
+def loader_batches(recipe: Recipe, dist_info, device: torch.device, is_training: bool):
+    """The training loader (or the evaluation one) of the recipe, epoch after epoch, full batches only."""
+    if is_training:
+        dataset = components.build_train_set(recipe)
+        components.check_classes(dataset, recipe)  # else the loss fails on labels past the head
+        sampler, loader = components.build_train_loader(recipe, dataset, dist_info, device)
+    else:
+        sampler, loader = None, components.build_val_loader(recipe, components.build_val_set(recipe), dist_info, device)
+    epoch = 0
+    while True:
+        if sampler is not None:
+            sampler.set_epoch(epoch)
+        for images, targets, _ in loader:
+            if targets.numel() == recipe.train.batch_size:  # a short batch (bad image) would skew the per-step rate
+                yield images, targets
+        epoch += 1
+
+
+def build_step(recipe: Recipe, device: torch.device, precision: str, dist_info, is_training: bool):
+    """The trainer's training step, or a no-grad forward pass; either is called ``step(images, labels, i)``."""
+    model = components.build_model(recipe, device, distributed=dist_info.enabled and is_training)
+    if is_training:
+        return components.build_train_step(recipe, model, device, precision, dist_info)
+    model.eval()
+    net = components.wrap_model(model, recipe, dist_info, device, train=False)
+    normalize = components.build_normalize(recipe, device, is_training=False)
+
+    @torch.no_grad()
+    def infer(images, labels, step):
+        images = normalize(images.to(device, non_blocking=True))
+        if recipe.model.channels_last:
+            images = images.contiguous(memory_format=torch.channels_last)
         with devices.autocast(device, precision):
-            loss = loss_fn(model(x), y)
-        devices.backward_and_step(loss, optimizer, scaler)
-        return loss
+            return net(images)
 
-    return train
-
-
-def make_model(recipe: Recipe, cfg: BenchConfig, device: torch.device) -> nn.Module:
-    from ..models import create_model
-
-    model = create_model(cfg.model, num_classes=recipe.model.num_classes, fast_path=cfg.fast_path)
-    model.to(device)
-    if cfg.channels_last:
-        model.to(memory_format=torch.channels_last)
-    return model
+    return infer
 
 
 def measure(step, batches, cfg: BenchConfig, device: torch.device) -> Dict[str, object]:
@@ -156,7 +146,7 @@ def measure(step, batches, cfg: BenchConfig, device: torch.device) -> Dict[str, 
         x, y = next(batches)
         devices.synchronize(device)
         t1 = time.perf_counter()
-        step(x, y)
+        step(x, y, i)
         devices.synchronize(device)
         t2 = time.perf_counter()
         if i == 0:
@@ -179,20 +169,14 @@ def run_bench(recipe: Recipe, cfg: BenchConfig) -> Dict[str, object]:
     distributed.init(dist_info, recipe.hardware.dist_backend, device)
     try:
         precision = devices.resolve_precision(cfg.precision, device)
+        recipe = bench_recipe(recipe, cfg)
+        is_training = cfg.mode == "train"
         torch.manual_seed(recipe.train.seed + dist_info.rank)
-        model = make_model(recipe, cfg, device)
-        net = model
-        if dist_info.enabled and cfg.mode == "train":
-            from torch.nn.parallel import DistributedDataParallel
-
-            net = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
-        if cfg.compile and hasattr(torch, "compile"):
-            net = torch.compile(net)
-        step = build_step(net, recipe, cfg, device, precision)
+        step = build_step(recipe, device, precision, dist_info, is_training)
         if cfg.data == "synthetic":
-            batches = _synthetic(cfg.batch_size, cfg.img_size, recipe.model.num_classes, device, cfg.channels_last)
+            batches = synthetic_batches(recipe, device, is_training)
         else:
-            batches = _real(recipe, cfg, dist_info, device)
+            batches = loader_batches(recipe, dist_info, device, is_training)
         if device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(device)
         power = PowerSampler().start() if dist_info.is_main else None
@@ -216,6 +200,8 @@ def run_bench(recipe: Recipe, cfg: BenchConfig) -> Dict[str, object]:
             "compile": bool(cfg.compile and hasattr(torch, "compile")),
             "fast_path": cfg.fast_path,
             "data": cfg.data,
+            "step": "trainer" if is_training else "forward",
+            "train_step": step.describe() if is_training else None,
             "device": {
                 "type": device.type,
                 "vendor": info.vendor,

@@ -5,12 +5,12 @@ from .demo import write_demo_dataset
 from .fast import DeviceNormalize, decoder_name, device_normalize
 from .loader import (
     PIPELINES,
-    SEED_RECIPE_CFG,
     build_dataset,
     build_loader,
     build_transforms,
-    default_data_cfg,
+    eval_transform,
     seed_worker,
+    train_transform,
 )
 from .sampler import EpochSampler, ra_samples_per_rank, sample_seed
 
@@ -21,17 +21,17 @@ __all__ = [
     "EpochSampler",
     "ImageDataset",
     "PIPELINES",
-    "SEED_RECIPE_CFG",
     "build_dataset",
     "build_loader",
     "build_transforms",
     "collate_skip_bad",
     "decoder_name",
-    "default_data_cfg",
     "device_normalize",
+    "eval_transform",
     "ra_samples_per_rank",
     "sample_seed",
     "seed_worker",
     "seeded_rng",
+    "train_transform",
     "write_demo_dataset",
 ]

@@ -20,11 +20,13 @@ Runs inside images: Python 3.8 syntax.
 import io
 import math
 import random
-from typing import Sequence, Tuple
+from typing import Sequence
 
 import torch
 from PIL import Image
 from timm.data.transforms import RandomResizedCropAndInterpolation
+
+from ..recipe.schema import AugmentCfg, DataCfg
 
 try:  # an optional accelerator: the pipeline falls back to Pillow without it
     import simplejpeg
@@ -165,9 +167,7 @@ class DeviceNormalize:
         return x
 
 
-def device_normalize(cfg: dict, device, is_training: bool) -> DeviceNormalize:
-    """The :class:`DeviceNormalize` for a transform config (erasing settings read when training)."""
-    mean: Tuple[float, ...] = tuple(float(v) for v in cfg["mean"])
-    std: Tuple[float, ...] = tuple(float(v) for v in cfg["std"])
-    re_prob = float(cfg["reprob"]) if is_training else 0.0
-    return DeviceNormalize(mean, std, device, re_prob, str(cfg.get("remode", "pixel")), int(cfg.get("recount", 1)))
+def device_normalize(data: DataCfg, augment: AugmentCfg, device, is_training: bool) -> DeviceNormalize:
+    """The :class:`DeviceNormalize` of the recipe's ``data`` and ``augment`` sections (erasing when training)."""
+    re_prob = augment.reprob if is_training else 0.0
+    return DeviceNormalize(data.mean, data.std, device, re_prob, augment.remode, augment.recount)

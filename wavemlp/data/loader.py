@@ -1,164 +1,107 @@
-"""timm's train/eval transforms from a plain config dict, and the DataLoader the engine iterates.
+"""timm's train/eval transforms from the recipe's typed sections, and the DataLoader the engine iterates.
 
+The settings arrive as :mod:`wavemlp.recipe.schema` sections (``DataCfg``, ``AugmentCfg``) that the recipe
+loader has already validated, plus the model's input size: nothing here checks them a second time.
 Batches are ``(images, targets, n_skipped)`` (see :func:`~wavemlp.data.dataset.collate_skip_bad`).
 """
 
 import random
-from typing import Dict, Optional, Sequence
+from typing import Dict, Optional
 
 import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
+from ..recipe.schema import AugmentCfg, DataCfg
 from .dataset import ImageDataset, collate_skip_bad
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
-
-# The seed recipe (spec, "Training recipe of the seed"), with timm train.py's defaults where it is silent.
-SEED_RECIPE_CFG = {
-    "img_size": 224,
-    "interpolation": "bicubic",
-    "train_interpolation": "random",
-    "mean": IMAGENET_MEAN,
-    "std": IMAGENET_STD,
-    "crop_pct": 0.9,
-    "auto_augment": "rand-m9-mstd0.5-inc1",
-    "color_jitter": 0.4,
-    "reprob": 0.25,
-    "remode": "pixel",
-    "recount": 1,
-    "hflip": 0.5,
-    "vflip": 0.0,
-    "scale": (0.08, 1.0),
-    "ratio": (3.0 / 4.0, 4.0 / 3.0),
-    "pipeline": "timm",
-}
 PIPELINES = ("timm", "fast")
-_EVAL_KEYS = ("img_size", "interpolation", "mean", "std", "crop_pct")
-_TRAIN_KEYS = (
-    "img_size",
-    "train_interpolation",
-    "mean",
-    "std",
-    "auto_augment",
-    "color_jitter",
-    "reprob",
-    "remode",
-    "recount",
-    "hflip",
-    "vflip",
-    "scale",
-    "ratio",
-)
 
 
-def default_data_cfg(**overrides) -> Dict[str, object]:
-    """A copy of the seed recipe's transform config, with ``overrides`` applied."""
-    unknown = sorted(set(overrides) - set(SEED_RECIPE_CFG))
-    if unknown:
-        raise KeyError("unknown transform config keys: {}".format(", ".join(unknown)))
-    cfg = dict(SEED_RECIPE_CFG)
-    cfg.update(overrides)
-    return cfg
+def _is_fast(data: DataCfg) -> bool:
+    # A section built in code (dataclasses.replace) skips the loader's choices check: an unknown
+    # pipeline must not quietly train with timm's.
+    if data.pipeline not in PIPELINES:
+        raise ValueError("pipeline must be one of {}, got {!r}".format(", ".join(PIPELINES), data.pipeline))
+    return data.pipeline == "fast"
 
 
-def _img_size(value):
-    if isinstance(value, (list, tuple)):
-        if len(value) != 2:
-            raise ValueError(f"img_size must be an int or (height, width), got {value!r}")
-        return tuple(int(v) for v in value)
-    return int(value)
+def train_transform(data: DataCfg, augment: AugmentCfg, img_size: int):
+    """timm's ``create_transform`` for training: random-resized crop, flips, RandAugment, jitter, erasing.
 
-
-def _pair(name: str, value: Sequence[float]):
-    if value is None:
-        return None
-    value = tuple(float(v) for v in value)
-    if len(value) != 2:
-        raise ValueError(f"{name} must be two numbers, got {value!r}")
-    return value
-
-
-def build_transforms(cfg: Dict[str, object], is_training: bool):
-    """timm's ``create_transform`` for training (random-resized crop, flips, RandAugment, jitter, erasing)
-    or evaluation (resize the short side to ``int(img_size / crop_pct)``, centre crop ``img_size``).
-
-    Keys read: see ``SEED_RECIPE_CFG``; training reads ``train_interpolation`` (``"random"`` picks
-    bilinear or bicubic per image) and evaluation ``interpolation``. Extra keys are ignored. With an
-    ``auto_augment`` policy set, timm ignores ``color_jitter`` (as in the authors' runs).
-
-    ``pipeline: "fast"`` (training only) gives the same augmentation with uint8 tensors out, for
-    lazily opened images (:func:`build_dataset`) and :class:`~wavemlp.data.fast.DeviceNormalize`.
+    ``train_interpolation: random`` picks bilinear or bicubic per image; with an ``auto_augment``
+    policy set, timm ignores ``color_jitter`` (as in the authors' runs). ``data.pipeline: fast`` gives
+    the same augmentation with uint8 tensors out, for lazily opened images (:func:`build_dataset`) and
+    :class:`~wavemlp.data.fast.DeviceNormalize`.
     """
     from timm.data import create_transform
 
-    needed = _TRAIN_KEYS if is_training else _EVAL_KEYS
-    missing = [k for k in needed if k not in cfg]
-    if missing:
-        raise KeyError("transform config misses {}".format(", ".join(missing)))
-    img_size = _img_size(cfg["img_size"])
-    mean = tuple(float(v) for v in cfg["mean"])
-    std = tuple(float(v) for v in cfg["std"])
-    if is_training:
-        auto_augment = cfg["auto_augment"] or None
-        if isinstance(auto_augment, str) and auto_augment.lower() == "none":
-            auto_augment = None
-        kwargs = dict(
-            input_size=img_size,
-            scale=_pair("scale", cfg["scale"]),
-            ratio=_pair("ratio", cfg["ratio"]),
-            hflip=float(cfg["hflip"]),
-            vflip=float(cfg["vflip"]),
-            color_jitter=cfg["color_jitter"],
-            auto_augment=auto_augment,
-            interpolation=str(cfg["train_interpolation"]),
-            mean=mean,
-            std=std,
-            re_prob=float(cfg["reprob"]),
-            re_mode=str(cfg["remode"]),
-            re_count=int(cfg["recount"]),
-        )
-        if _pipeline(cfg) == "fast":
-            from .fast import fast_train_transform
+    auto_augment = augment.auto_augment or None
+    if auto_augment is not None and auto_augment.lower() == "none":
+        auto_augment = None
+    kwargs = dict(
+        input_size=img_size,
+        scale=tuple(augment.scale),
+        ratio=tuple(augment.ratio),
+        hflip=augment.hflip,
+        vflip=augment.vflip,
+        color_jitter=augment.color_jitter,
+        auto_augment=auto_augment,
+        interpolation=augment.train_interpolation,
+        mean=tuple(data.mean),
+        std=tuple(data.std),
+        re_prob=augment.reprob,
+        re_mode=augment.remode,
+        re_count=augment.recount,
+    )
+    if _is_fast(data):
+        from .fast import fast_train_transform
 
-            return _with_safe_posterize(fast_train_transform(kwargs))
-        return _with_safe_posterize(create_transform(is_training=True, **kwargs))
-    interpolation = str(cfg["interpolation"])
-    if interpolation == "random":
+        return _with_safe_posterize(fast_train_transform(kwargs))
+    return _with_safe_posterize(create_transform(is_training=True, **kwargs))
+
+
+def eval_transform(data: DataCfg, img_size: int):
+    """timm's evaluation transform: resize the short side to ``int(img_size / crop_pct)``, centre crop."""
+    from timm.data import create_transform
+
+    if data.interpolation == "random":  # timm would pick per image: evaluation numbers must not vary
         raise ValueError("interpolation 'random' is for training only; evaluation needs a fixed one (bicubic)")
-    crop_pct = float(cfg["crop_pct"])
-    if not 0.0 < crop_pct <= 1.0:
-        raise ValueError(f"crop_pct must be in (0, 1], got {crop_pct}")
     return create_transform(
-        input_size=img_size, is_training=False, interpolation=interpolation, mean=mean, std=std, crop_pct=crop_pct
+        input_size=img_size,
+        is_training=False,
+        interpolation=data.interpolation,
+        mean=tuple(data.mean),
+        std=tuple(data.std),
+        crop_pct=data.crop_pct,
     )
 
 
-def _pipeline(cfg: Dict[str, object]) -> str:
-    pipeline = str(cfg.get("pipeline", "timm"))
-    if pipeline not in PIPELINES:
-        raise ValueError("pipeline must be one of {}, got {!r}".format(", ".join(PIPELINES), pipeline))
-    return pipeline
+def build_transforms(data: DataCfg, augment: AugmentCfg, img_size: int, is_training: bool):
+    """:func:`train_transform` or :func:`eval_transform` (which reads no augmentation setting)."""
+    return train_transform(data, augment, img_size) if is_training else eval_transform(data, img_size)
 
 
 def build_dataset(
     root,
     split: str,
-    cfg: Dict[str, object],
+    data: DataCfg,
+    augment: AugmentCfg,
+    img_size: int,
     is_training: bool,
-    on_bad_image: str = "skip",
     class_to_idx: Optional[Dict[str, int]] = None,
 ) -> ImageDataset:
-    """The split with its transform; the fast training pipeline gets lazily opened images to decode itself."""
-    lazy = is_training and _pipeline(cfg) == "fast"
+    """The split with its transform; the fast training pipeline gets lazily opened images to decode itself.
+
+    Unreadable images are skipped or stop the run as ``data.on_bad_image`` says.
+    """
     return ImageDataset(
         root,
         split,
-        transform=build_transforms(cfg, is_training),
-        on_bad_image=on_bad_image,
+        transform=build_transforms(data, augment, img_size, is_training),
+        on_bad_image=data.on_bad_image,
         class_to_idx=class_to_idx,
-        lazy_decode=lazy,
+        lazy_decode=is_training and _is_fast(data),
     )
 
 

@@ -88,12 +88,15 @@ def evaluate_checkpoint(
     Preprocessing follows, in order: the flags; the recipe saved in one of this kit's checkpoints
     (so a run's own numbers are reproduced); the model's default config (224, its crop_pct, bicubic).
     """
-    import yaml
+    from dataclasses import replace
+
     from timm.data import resolve_data_config
 
-    from ..data import ImageDataset, build_transforms
+    from ..data import ImageDataset, eval_transform
     from ..models import create_model, extract_state_dict, read_checkpoint, resolve_name
     from ..models.checkpoint import load_weights
+    from ..recipe import parse_recipe
+    from ..recipe.schema import DataCfg
 
     raw = read_checkpoint(checkpoint)
     state = extract_state_dict(raw, use_ema=use_ema, source=str(checkpoint))
@@ -101,44 +104,23 @@ def evaluate_checkpoint(
     num_classes = int(head.shape[0]) if head is not None else 1000
     model = create_model(resolve_name(model_name), num_classes=num_classes)
     load_weights(model, state, source=str(checkpoint))
-    cfg = resolve_data_config({}, model=model)
-    pre = dict(
-        img_size=cfg["input_size"][-1],
-        crop_pct=cfg["crop_pct"],
-        interpolation=cfg["interpolation"],
-        mean=tuple(cfg["mean"]),
-        std=tuple(cfg["std"]),
-    )
     saved = raw.get("recipe") if isinstance(raw, dict) else None
     if isinstance(saved, str):
-        rec = yaml.safe_load(saved)
-        pre.update(
-            img_size=rec["model"]["img_size"],
-            crop_pct=rec["data"]["crop_pct"],
-            interpolation=rec["data"]["interpolation"],
-            mean=tuple(rec["data"]["mean"]),
-            std=tuple(rec["data"]["std"]),
+        recipe = parse_recipe(saved, f"{checkpoint} (its saved recipe)")
+        pre, size = recipe.data, recipe.model.img_size
+    else:
+        cfg = resolve_data_config({}, model=model)
+        pre = DataCfg(
+            crop_pct=cfg["crop_pct"], interpolation=cfg["interpolation"], mean=list(cfg["mean"]), std=list(cfg["std"])
         )
-    for key, value in (("img_size", img_size), ("crop_pct", crop_pct), ("interpolation", interpolation)):
-        if value is not None:
-            pre[key] = value
-    transform = build_transforms(
-        dict(
-            pre,
-            train_interpolation=pre["interpolation"],
-            auto_augment=None,
-            color_jitter=0.0,
-            reprob=0.0,
-            remode="pixel",
-            recount=1,
-            hflip=0.0,
-            vflip=0.0,
-            scale=(0.08, 1.0),
-            ratio=(0.75, 4 / 3),
-        ),
-        False,
-    )
-    dataset = ImageDataset(data, split, transform=transform)
+        size = cfg["input_size"][-1]
+    if crop_pct is not None:
+        pre = replace(pre, crop_pct=crop_pct)
+    if interpolation is not None:
+        pre = replace(pre, interpolation=interpolation)
+    if img_size is not None:
+        size = img_size
+    dataset = ImageDataset(data, split, transform=eval_transform(pre, size))
     dev = devices.resolve_device(device)
     model.to(dev)
     loader = build_eval_loader(dataset, distributed.DistInfo(), batch_size, workers, dev.type == "cuda")
@@ -148,6 +130,10 @@ def evaluate_checkpoint(
         checkpoint=str(checkpoint),
         split=split,
         weights="ema" if use_ema else "model",
-        **{k: (list(v) if isinstance(v, tuple) else v) for k, v in pre.items()},
+        img_size=size,
+        crop_pct=pre.crop_pct,
+        interpolation=pre.interpolation,
+        mean=list(pre.mean),
+        std=list(pre.std),
     )
     return metrics

@@ -1,14 +1,18 @@
 """``wmlp smoke``: prove an environment trains. One real step, a checkpoint round trip, one eval step.
 
-Synthetic data, the recipe's model, optimizer and precision, on the device present (the CPU when there
-is none). Returns a verdict dict; ``ok`` is False (and ``error`` says why) on any failure.
+The step is the trainer's own (:class:`~wavemlp.engine.components.TrainStep`: the recipe's model,
+optimizer, mixup, loss, precision, clipping and EMA) on a synthetic batch shaped and typed as the
+recipe's loader delivers it, on the device present (the CPU when there is none). Returns a verdict
+dict; ``ok`` is False (and ``error`` says why) on any failure.
 
 Runs inside images: Python 3.8 syntax, torch >= 1.13.
 """
 
+import math
 import tempfile
 import time
 import traceback
+from dataclasses import replace
 from pathlib import Path
 from typing import Dict, Optional
 
@@ -16,15 +20,12 @@ import torch
 
 from .. import __version__
 from ..recipe import Recipe
-from . import devices
+from . import components, devices
 from .checkpoint import atomic_save, load_state
 
 
 def run_smoke(recipe: Recipe, device: str = "auto", batch_size: int = 2, img_size: Optional[int] = None) -> Dict:
     import timm
-
-    from ..models import create_model
-    from .trainer import _make_optimizer
 
     verdict: Dict[str, object] = {
         "ok": False,
@@ -39,27 +40,30 @@ def run_smoke(recipe: Recipe, device: str = "auto", batch_size: int = 2, img_siz
         dev = devices.resolve_device(device)
         precision = devices.resolve_precision(recipe.train.precision, dev)
         verdict.update(device=dev.type, vendor=info.vendor, device_names=info.names, sdk=info.sdk, precision=precision)
-        size = img_size or recipe.model.img_size
+        # Fresh weights: starting weights are site files that an image does not carry.
+        recipe = replace(
+            recipe,
+            model=replace(
+                recipe.model, img_size=img_size or recipe.model.img_size, pretrained=False, initial_checkpoint=""
+            ),
+            train=replace(recipe.train, batch_size=batch_size),
+        )
         torch.manual_seed(0)
-        model = create_model(
-            recipe.model.name, num_classes=recipe.model.num_classes, drop_path_rate=recipe.model.drop_path_rate
-        ).to(dev)
-        optimizer = _make_optimizer(model, recipe)
-        scaler = devices.grad_scaler(dev, precision)
-        x = torch.randn(batch_size, 3, size, size, device=dev)
-        y = torch.randint(0, recipe.model.num_classes, (batch_size,), device=dev)
+        model = components.build_model(recipe, dev)
+        step = components.build_train_step(recipe, model, dev, precision)
+        images, labels = components.synthetic_batch(recipe, dev)
         before = [p.detach().clone() for p in model.parameters()]
 
         devices.synchronize(dev)
         t0 = time.perf_counter()
-        with devices.autocast(dev, precision):
-            loss = torch.nn.functional.cross_entropy(model(x), y)
-        devices.backward_and_step(loss, optimizer, scaler)
+        loss = step(images, labels, global_step=0)
         devices.synchronize(dev)
         verdict["step_time_s"] = time.perf_counter() - t0
-        verdict["loss"] = float(loss.detach())
-        if not torch.isfinite(loss.detach()):
-            raise RuntimeError("the training step gave a non-finite loss ({})".format(float(loss)))
+        if loss is None:
+            raise RuntimeError(f"batch size {batch_size} leaves no pair of images for mixup/cutmix: use 2 or more")
+        verdict["loss"] = loss
+        if not math.isfinite(loss):
+            raise RuntimeError("the training step gave a non-finite loss ({})".format(loss))
         if all(torch.equal(b, p) for b, p in zip(before, model.parameters())):
             raise RuntimeError("the optimizer step changed no weight")
 
@@ -71,19 +75,22 @@ def run_smoke(recipe: Recipe, device: str = "auto", batch_size: int = 2, img_siz
                 {
                     "format": FORMAT,
                     "state_dict": model.state_dict(),
-                    "optimizer": optimizer.state_dict(),
+                    "optimizer": step.optimizer.state_dict(),
                     "epoch": 0,
                     "step": 1,
                 },
                 path,
             )
             state = load_state(path)
-            reloaded = create_model(recipe.model.name, num_classes=recipe.model.num_classes).to(dev)
+            reloaded = components.build_model(recipe, dev)
             reloaded.load_state_dict(state["state_dict"])
             verdict["checkpoint_bytes"] = path.stat().st_size
 
         model.eval()
         reloaded.eval()
+        x = components.build_normalize(recipe, dev, is_training=False)(images.to(dev))
+        if recipe.model.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
         with torch.no_grad(), devices.autocast(dev, precision):
             a, b = model(x).float(), reloaded(x).float()
         if not torch.isfinite(a).all():

@@ -1,4 +1,7 @@
-"""The training loop: a recipe in, a run folder out. Built on timm's components throughout.
+"""The training loop: a recipe in, a run folder out.
+
+The parts of the run, the training step included, come from :mod:`.components`; this module is the
+loop around them: epochs, records, evaluation, checkpoints, resume and preemption.
 
 Determinism, so that a resumed run equals an uninterrupted one bit for bit (on the CPU):
 - augmentation of each sample is seeded from (seed, epoch, rank, position) by the data package;
@@ -9,7 +12,6 @@ Determinism, so that a resumed run equals an uninterrupted one bit for bit (on t
 Runs inside images: Python 3.8 syntax, torch >= 1.13, timm >= 0.9.16.
 """
 
-import functools
 import hashlib
 import math
 import shlex
@@ -24,10 +26,10 @@ import torch
 import torch.nn as nn
 
 from ..errors import KitError
-from ..recipe import Recipe, dump_recipe
-from . import devices, distributed
+from ..recipe import Recipe, dump_recipe, parse_recipe
+from . import components, devices, distributed
 from .checkpoint import CheckpointManager, load_state, rng_state, set_rng_state
-from .evaluate import build_eval_loader, evaluate
+from .evaluate import evaluate
 from .records import EPOCH_FIELDS, append_jsonl, capture_environment, read_jsonl, truncate_jsonl, write_csv
 from .runlog import RunLog
 from .signals import NONFINITE_EXIT_CODE, REQUEUE_EXIT_CODE, STOP_FILE_NAME, StopRequest
@@ -47,119 +49,6 @@ def weights_checksum(model: nn.Module) -> str:
         h.update(key.encode())
         h.update(t.detach().cpu().contiguous().numpy().tobytes())
     return h.hexdigest()
-
-
-def _mix_seed(*parts: int) -> int:
-    h = hashlib.sha256(",".join(str(p) for p in parts).encode()).digest()
-    return int.from_bytes(h[:4], "little")
-
-
-def _unwrap(model: nn.Module) -> nn.Module:
-    model = getattr(model, "module", model)  # DDP
-    return getattr(model, "_orig_mod", model)  # torch.compile
-
-
-def data_cfg(recipe: Recipe) -> Dict[str, object]:
-    a, d = recipe.augment, recipe.data
-    return dict(
-        img_size=recipe.model.img_size,
-        interpolation=d.interpolation,
-        train_interpolation=a.train_interpolation,
-        mean=tuple(d.mean),
-        std=tuple(d.std),
-        crop_pct=d.crop_pct,
-        auto_augment=a.auto_augment or None,
-        color_jitter=a.color_jitter,
-        reprob=a.reprob,
-        remode=a.remode,
-        recount=a.recount,
-        hflip=a.hflip,
-        vflip=a.vflip,
-        scale=tuple(a.scale),
-        ratio=tuple(a.ratio),
-        pipeline=d.pipeline,
-    )
-
-
-def _make_ema(model: nn.Module, recipe: Recipe):
-    if not recipe.train.model_ema:
-        return None
-    from timm.utils import ModelEmaV2
-
-    device = "cpu" if recipe.train.model_ema_force_cpu else None
-    try:
-        from timm.utils import ModelEmaV3
-
-        # Buffers too, every step: what the authors' EMA did (BatchNorm statistics included).
-        return ModelEmaV3(model, decay=recipe.train.model_ema_decay, device=device, exclude_buffers=False)
-    except ImportError:
-        return ModelEmaV2(model, decay=recipe.train.model_ema_decay, device=device)
-
-
-def _make_optimizer(model: nn.Module, recipe: Recipe, warn=None):
-    """timm's optimizer for the recipe; ``optim.fused`` falls back (with ``warn``) where torch has no kernel."""
-    from timm.optim import create_optimizer_v2
-
-    o = recipe.optim
-    kwargs = {"eps": o.opt_eps}
-    if o.opt_betas:
-        kwargs["betas"] = tuple(o.opt_betas)
-    make = functools.partial(
-        create_optimizer_v2, model, opt=o.opt, lr=o.lr, weight_decay=o.weight_decay, momentum=o.momentum
-    )
-    if o.fused:
-        try:
-            return make(fused=True, **kwargs)
-        except (TypeError, RuntimeError) as e:  # torch < 2.0, or no fused kernel for this optimizer/device
-            if warn is not None:
-                warn(f"optim.fused: no fused {o.opt} kernel here ({e}); using the standard one")
-    return make(**kwargs)
-
-
-def _make_scheduler(optimizer, recipe: Recipe):
-    from timm.scheduler import create_scheduler_v2
-
-    s = recipe.sched
-    scheduler, num_epochs = create_scheduler_v2(
-        optimizer,
-        sched=s.sched,
-        num_epochs=recipe.train.epochs,
-        decay_epochs=s.decay_epochs,
-        decay_rate=s.decay_rate,
-        min_lr=s.min_lr,
-        warmup_lr=s.warmup_lr,
-        warmup_epochs=s.warmup_epochs,
-        cooldown_epochs=s.cooldown_epochs,
-    )
-    return scheduler, num_epochs
-
-
-def _make_mixup(recipe: Recipe):
-    a = recipe.augment
-    if not (a.mixup > 0 or a.cutmix > 0 or a.cutmix_minmax):
-        return None
-    from timm.data import Mixup
-
-    return Mixup(
-        mixup_alpha=a.mixup,
-        cutmix_alpha=a.cutmix,
-        cutmix_minmax=a.cutmix_minmax,
-        prob=a.mixup_prob,
-        switch_prob=a.mixup_switch_prob,
-        mode=a.mixup_mode,
-        label_smoothing=a.smoothing,
-        num_classes=recipe.model.num_classes,
-    )
-
-
-def _make_loss(recipe: Recipe, mixup) -> nn.Module:
-    from timm.loss import LabelSmoothingCrossEntropy, SoftTargetCrossEntropy
-
-    if mixup is not None:
-        return SoftTargetCrossEntropy()  # smoothing is folded into mixup's soft targets
-    if recipe.augment.smoothing > 0:
-        return LabelSmoothingCrossEntropy(smoothing=recipe.augment.smoothing)
-    return nn.CrossEntropyLoss()
 
 
 class Trainer:
@@ -211,57 +100,13 @@ class Trainer:
         self.stop = StopRequest(r.train.requeue_signals, self.run_dir / STOP_FILE_NAME).install()
 
     def _build_data(self) -> None:
-        from ..data import EpochSampler, build_dataset, build_loader, device_normalize
-
         r = self.recipe
-        if not r.data.path:
-            raise KitError("data.path: no dataset given (set it in the recipe or pass --data DIR)")
-        root = Path(r.data.path).expanduser()
-        cfg = data_cfg(r)
-        self.train_set = build_dataset(str(root), r.data.train_split, cfg, True, on_bad_image=r.data.on_bad_image)
-        self.val_set = build_dataset(
-            str(root),
-            r.data.val_split,
-            cfg,
-            False,
-            on_bad_image=r.data.on_bad_image,
-            class_to_idx=self.train_set.class_to_idx,
-        )
-        self.normalize = device_normalize(cfg, self.device, is_training=True)
-        if self.train_set.num_classes > r.model.num_classes:
-            raise KitError(
-                f"model.num_classes: {r.model.num_classes} is fewer than the "
-                f"{self.train_set.num_classes} classes in {root}"
-            )
-        # One epoch order for all ranks (each takes its share of it); the sampler mixes the rank into
-        # each sample's augmentation seed itself.
-        seed = r.train.seed + self.dist.rank
-        self.sampler = EpochSampler(
-            len(self.train_set),
-            self.dist.world_size,
-            self.dist.rank,
-            shuffle=True,
-            seed=r.train.seed,
-            repeated_aug=r.augment.repeated_aug,
-            drop_last=True,
-        )
-        self.train_loader = build_loader(
-            self.train_set,
-            self.sampler,
-            r.train.batch_size,
-            r.data.workers,
-            r.data.pin_memory and self.device.type == "cuda",
-            True,
-            prefetch_factor=r.data.prefetch_factor,
-            seed=seed,
-        )
-        self.val_loader = build_eval_loader(
-            self.val_set,
-            self.dist,
-            r.train.batch_size,
-            r.data.workers,
-            r.data.pin_memory and self.device.type == "cuda",
-        )
+        self.train_set = components.build_train_set(r)
+        self.val_set = components.build_val_set(r, class_to_idx=self.train_set.class_to_idx)
+        self.normalize = components.build_normalize(r, self.device, is_training=True)
+        components.check_classes(self.train_set, r)
+        self.sampler, self.train_loader = components.build_train_loader(r, self.train_set, self.dist, self.device)
+        self.val_loader = components.build_val_loader(r, self.val_set, self.dist, self.device)
         self.steps_per_epoch = self.sampler.epoch_length // r.train.batch_size
         if r.train.max_steps_per_epoch:
             self.steps_per_epoch = min(self.steps_per_epoch, r.train.max_steps_per_epoch)
@@ -272,39 +117,14 @@ class Trainer:
             )
 
     def _build_model(self) -> None:
-        from ..models import create_model
-
         r = self.recipe
-        model = create_model(
-            r.model.name,
-            pretrained=r.model.pretrained,
-            checkpoint_path=r.model.initial_checkpoint or None,
-            num_classes=r.model.num_classes,
-            drop_rate=r.model.drop_rate,
-            drop_path_rate=r.model.drop_path_rate,
-            fast_path=r.model.fast_path,
-            skip_head=bool(r.model.pretrained or r.model.initial_checkpoint) and r.model.num_classes != 1000,
+        self.model = components.build_model(r, self.device, distributed=self.dist.enabled)
+        self.train_step = components.build_train_step(
+            r, self.model, self.device, self.precision, self.dist, normalize=self.normalize, warn=self.log.warn
         )
-        model.to(self.device)
-        if r.model.channels_last:
-            model.to(memory_format=torch.channels_last)
-        if self.dist.enabled and r.train.sync_bn:
-            model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
-        self.model = model
-        self.optimizer = _make_optimizer(model, r, warn=self.log.warn)
-        self.scaler = devices.grad_scaler(self.device, self.precision)
-        self.scheduler, self.num_epochs = _make_scheduler(self.optimizer, r)
-        self.ema = _make_ema(model, r)
-        self.mixup = _make_mixup(r)
-        self.train_loss_fn = _make_loss(r, self.mixup).to(self.device)
-        net = model
-        if self.dist.enabled:
-            from torch.nn.parallel import DistributedDataParallel
-
-            net = DistributedDataParallel(model, device_ids=[self.device.index] if self.device.type == "cuda" else None)
-        if r.model.compile and hasattr(torch, "compile"):
-            net = torch.compile(net)
-        self.net = net
+        self.net = self.train_step.net
+        self.optimizer, self.scaler, self.ema = self.train_step.optimizer, self.train_step.scaler, self.train_step.ema
+        self.scheduler, self.num_epochs = components.build_scheduler(self.optimizer, r)
 
     # --- state ------------------------------------------------------------------------------------
     def _state(self, pos: Position) -> Dict[str, object]:
@@ -371,16 +191,17 @@ class Trainer:
 
     def _check_compatible(self, path: Path, state: Dict[str, object]) -> None:
         """Settings whose change would make the saved optimizer/model state meaningless."""
-        import yaml
-
-        saved = yaml.safe_load(state.get("recipe") or "{}") or {}
-        now = self.recipe.to_dict()
+        text = state.get("recipe")
+        if not text:
+            return
+        saved = parse_recipe(str(text), f"{path} (its saved recipe)")
         for section, key in (("model", "name"), ("model", "num_classes"), ("optim", "opt")):
-            before = saved.get(section, {}).get(key, now[section][key])
-            if before != now[section][key]:
+            before = getattr(getattr(saved, section), key)
+            now = getattr(getattr(self.recipe, section), key)
+            if before != now:
                 raise KitError(
                     f"{section}.{key}: the checkpoint {path} was trained with {before!r}, "
-                    f"the recipe now says {now[section][key]!r}; resume "
+                    f"the recipe now says {now!r}; resume "
                     "needs the same value (or start a new run folder)"
                 )
 
@@ -461,7 +282,7 @@ class Trainer:
             images, targets, n_bad = batch[0], batch[1], int(batch[2])
             data_time += time.perf_counter() - t_data
             skipped += n_bad
-            loss_value = self._train_step(images, targets, pos)
+            loss_value = self.train_step(images, targets, pos.global_step)
             pos.step += 1
             pos.global_step += 1
             n = int(images.shape[0])
@@ -526,35 +347,6 @@ class Trainer:
             precision=self.precision,
             steps=n_steps,
         )
-
-    def _train_step(self, images: torch.Tensor, targets: torch.Tensor, pos: Position) -> Optional[float]:
-        if targets.numel() == 0:  # every image of the batch was unreadable
-            return None
-        images = self.normalize(images.to(self.device, non_blocking=True))
-        targets = targets.to(self.device, non_blocking=True)
-        if self.recipe.model.channels_last:
-            images = images.contiguous(memory_format=torch.channels_last)
-        if self.mixup is not None:
-            if images.shape[0] % 2:  # timm's mixup pairs images: a batch shortened by a bad image loses one more
-                images, targets = images[:-1], targets[:-1]
-                if images.shape[0] == 0:
-                    return None
-            np.random.seed(_mix_seed(self.recipe.train.seed, self.dist.rank, pos.global_step))
-            images, targets = self.mixup(images, targets)
-        with devices.autocast(self.device, self.precision):
-            output = self.net(images)
-            loss = self.train_loss_fn(output, targets)
-        clip = self._clip if self.recipe.optim.clip_grad is not None else None
-        devices.backward_and_step(loss, self.optimizer, self.scaler, clip)
-        if self.ema is not None:
-            self.ema.update(self.model)
-        return float(loss.detach())
-
-    def _clip(self) -> None:
-        from timm.utils import dispatch_clip_grad
-
-        o = self.recipe.optim
-        dispatch_clip_grad(self.model.parameters(), value=o.clip_grad, mode=o.clip_mode)
 
     def _evaluate_all(self) -> Dict[str, object]:
         from timm.utils import distribute_bn

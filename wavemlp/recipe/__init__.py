@@ -4,7 +4,16 @@ Login-node side: imports yaml and the standard library only (never torch); every
 recipes through this one.
 """
 
-from .loader import LoadedRecipe, RecipeError, dump_recipe, find_recipe, load_recipe, shipped_recipes, validate
+from .loader import (
+    LoadedRecipe,
+    RecipeError,
+    dump_recipe,
+    find_recipe,
+    load_recipe,
+    parse_recipe,
+    shipped_recipes,
+    validate,
+)
 from .schema import Recipe, seed_flag_table
 
 __all__ = [
@@ -14,6 +23,7 @@ __all__ = [
     "dump_recipe",
     "find_recipe",
     "load_recipe",
+    "parse_recipe",
     "seed_flag_table",
     "shipped_recipes",
     "validate",

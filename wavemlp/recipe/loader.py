@@ -54,21 +54,29 @@ def find_recipe(ref: str, relative_to: Optional[Path] = None) -> Path:
     )
 
 
-def _read_yaml(path: Path) -> Dict[str, Any]:
+def _parse_yaml(text: str, source: str) -> Dict[str, Any]:
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f":{mark.line + 1}" if mark is not None else ""
         problem = getattr(exc, "problem", None) or "invalid YAML"
-        raise RecipeError(f"{path}{where}: {problem}") from None
-    except OSError as exc:
-        raise RecipeError(f"{path}: cannot read ({exc.strerror})") from None
+        raise RecipeError(f"{source}{where}: {problem}") from None
     if data is None:
         return {}
     if not isinstance(data, dict):
-        raise RecipeError(f"{path}: a recipe is a mapping of sections, got {type(data).__name__}")
+        raise RecipeError(f"{source}: a recipe is a mapping of sections, got {type(data).__name__}")
     return data
+
+
+def _read_yaml(path: Path) -> Dict[str, Any]:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise RecipeError(f"{path}: cannot read ({exc.strerror})") from None
+    except UnicodeDecodeError:
+        raise RecipeError(f"{path}: not a text file (UTF-8)") from None
+    return _parse_yaml(text, str(path))
 
 
 def deep_merge(base: Dict[str, Any], top: Dict[str, Any]) -> Dict[str, Any]:
@@ -87,21 +95,27 @@ def read_chain(path: Path, _seen: Tuple[Path, ...] = ()) -> Tuple[Dict[str, Any]
     """The merged raw mapping of a recipe and its ``extends`` ancestors (parents first)."""
     if path in _seen:
         raise RecipeError("{}: extends loop ({})".format(path, " -> ".join(str(p) for p in _seen + (path,))))
-    data = _read_yaml(path)
+    data, parents = _merge_parents(_read_yaml(path), str(path), path.parent, _seen + (path,))
+    return data, parents + [path]
+
+
+def _merge_parents(
+    data: Dict[str, Any], source: str, folder: Optional[Path], seen: Tuple[Path, ...]
+) -> Tuple[Dict[str, Any], List[Path]]:
+    """One file's mapping merged over the chain its ``extends`` names, and the files of that chain."""
     parent_ref = data.pop("extends", None)
-    validate_partial(data, str(path))  # so an error names the file that holds the bad key
+    validate_partial(data, source)  # so an error names the file that holds the bad key
     if parent_ref is None:
-        return data, [path]
+        return data, []
     if not isinstance(parent_ref, str) or not parent_ref:
-        raise RecipeError(f"{path}: extends: expected a recipe name or path, got {parent_ref!r}")
+        raise RecipeError(f"{source}: extends: expected a recipe name or path, got {parent_ref!r}")
     try:
-        parent_path = find_recipe(parent_ref, relative_to=path.parent)
+        parent_path = find_recipe(parent_ref, relative_to=folder)
     except RecipeError:
-        raise RecipeError(
-            f"{path}: extends: '{parent_ref}' not found (relative to {path.parent} or as a shipped recipe)"
-        ) from None
-    parent, chain = read_chain(parent_path, _seen + (path,))
-    return deep_merge(parent, data), chain + [path]
+        where = f"relative to {folder} or as a shipped recipe" if folder is not None else "as a file or shipped recipe"
+        raise RecipeError(f"{source}: extends: '{parent_ref}' not found ({where})") from None
+    parent, chain = read_chain(parent_path, seen)
+    return deep_merge(parent, data), chain
 
 
 def parse_override(text: str) -> Tuple[List[str], Any]:
@@ -279,6 +293,13 @@ def load_recipe(ref, overrides: Sequence[str] = ()) -> LoadedRecipe:
     data = apply_overrides(data, overrides)
     source = str(path) if not overrides else "{} (with --set {})".format(path, " ".join(overrides))
     return LoadedRecipe(validate(data, source), path.stem, chain, list(overrides))
+
+
+def parse_recipe(text: str, source: str = "recipe") -> Recipe:
+    """A recipe from YAML text (a run folder's or a checkpoint's saved recipe), read and validated as a
+    file is; ``source`` names where the text came from in every error."""
+    data, _ = _merge_parents(_parse_yaml(text, source), source, None, ())
+    return validate(data, source)
 
 
 def dump_recipe(recipe: Recipe) -> str:
