@@ -5,11 +5,12 @@ A checkout keeps them at the top of the repository, where users look. The packag
 Standard library only: runs on login nodes.
 """
 
+import os
 from pathlib import Path
 from typing import Optional
 
-_PACKAGE = Path(__file__).resolve().parent
-_CHECKOUT = _PACKAGE.parent
+PACKAGE_DIR = Path(__file__).resolve().parent
+_CHECKOUT = PACKAGE_DIR.parent
 RESOURCES = ("recipes", "launch", "slurm", "docker")
 
 
@@ -20,7 +21,7 @@ def repo_root() -> Optional[Path]:
 
 def kit_root() -> Path:
     """The folder holding ``recipes/``, ``launch/``, ``slurm/``, ``docker/`` and ``pyproject.toml``."""
-    return repo_root() or _PACKAGE / "_kit"
+    return repo_root() or PACKAGE_DIR / "_kit"
 
 
 def resource_dir(name: str) -> Path:
@@ -28,3 +29,10 @@ def resource_dir(name: str) -> Path:
     if name not in RESOURCES:
         raise KeyError(name)
     return (kit_root() / name).resolve()
+
+
+def cache_dir() -> Path:
+    """The kit's per-user cache: released weights are looked for there, and an installed kit stages its
+    image build context there (``$XDG_CACHE_HOME/wavemlp``, else ``~/.cache/wavemlp``)."""
+    root = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(root) / "wavemlp"

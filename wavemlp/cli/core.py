@@ -19,12 +19,9 @@ HEAVY = ("torch", "torchvision", "timm")
 
 
 class UserError(click.ClickException):
-    """A KitError on its way out: one line, exit status 2 (the same as a mistyped flag)."""
+    """A KitError on its way out; ``KitGroup.main`` prints it as one line, exit status 2 (as a mistyped flag)."""
 
     exit_code = EXIT_USAGE
-
-    def show(self, file=None) -> None:
-        click.echo("wmlp: error: {}".format(self.format_message()), err=True)
 
 
 def _one_line(exc: click.ClickException) -> str:

@@ -10,14 +10,7 @@ import shutil
 from pathlib import Path
 
 from .. import __version__
-from ..resources import kit_root, repo_root
-
-_PACKAGE = Path(__file__).resolve().parent.parent
-
-
-def _cache_root() -> Path:
-    root = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return Path(root) / "wavemlp"
+from ..resources import PACKAGE_DIR, cache_dir, kit_root, repo_root
 
 
 def build_context() -> Path:
@@ -25,13 +18,13 @@ def build_context() -> Path:
     checkout = repo_root()
     if checkout is not None:
         return checkout
-    target = _cache_root() / "build-context-{}".format(__version__)
+    target = cache_dir() / "build-context-{}".format(__version__)
     if (target / "pyproject.toml").is_file() and (target / "wavemlp").is_dir():
         return target
     staging = target.with_name(target.name + ".tmp-{}".format(os.getpid()))
     shutil.rmtree(str(staging), ignore_errors=True)
     ignore = shutil.ignore_patterns("__pycache__", "*.pyc", "_kit")
-    shutil.copytree(str(_PACKAGE), str(staging / "wavemlp"), ignore=ignore)
+    shutil.copytree(str(PACKAGE_DIR), str(staging / "wavemlp"), ignore=ignore)
     for item in kit_root().iterdir():
         dest = staging / item.name
         if item.is_dir():

@@ -1,6 +1,7 @@
 """The Wave-MLP family. Knows nothing of training: architecture, registry and weight loading.
 
-May import torch, timm and ``wavemlp.errors``; nothing from ``recipe``, ``data``, ``engine`` or the job side.
+May import torch, timm, ``wavemlp.errors`` and ``wavemlp.resources``; nothing from ``recipe``, ``data``,
+``engine`` or the job side.
 """
 
 from .checkpoint import CheckpointError, extract_state_dict, load_checkpoint, load_weights, read_checkpoint

@@ -16,6 +16,7 @@ import torch
 import torch.nn as nn
 
 from ..errors import KitError
+from ..resources import cache_dir
 
 PRETRAINED_DIR_ENV = "WAVEMLP_PRETRAINED_DIR"
 RELEASE_HINT = "the authors' release of Wave-MLP (github.com/huawei-noah/Efficient-AI-Backbones, wavemlp_pytorch)"
@@ -130,11 +131,6 @@ def load_weights(
 def load_checkpoint(model: nn.Module, path, use_ema: bool = False, skip_head: bool = False) -> None:
     sd = extract_state_dict(read_checkpoint(path), use_ema=use_ema, source=str(path))
     load_weights(model, sd, skip_head=skip_head, source=str(path))
-
-
-def cache_dir() -> Path:
-    root = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return Path(root) / "wavemlp"
 
 
 def pretrained_search_path(filename: Optional[str]) -> List[Path]:
