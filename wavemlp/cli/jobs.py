@@ -1,12 +1,11 @@
 """``wmlp launch`` (torchrun on this node) and ``wmlp slurm render|submit``. Torch-free: login nodes run them."""
 
 import sys
-import tempfile
 from pathlib import Path
 
 import click
 
-from ..render.launch import dry_run_text, plan_launch, render_launch, run_script, write_script
+from ..render.launch import dry_run_text, plan_launch, recipe_beside, run_script, write_job, write_script
 from ..render.sbatch import RUNTIMES, SlurmOptions, render_sbatch, submit
 from ..render.target import load_target
 from .core import option, recipe_options
@@ -41,8 +40,8 @@ def launch(recipe, sets, nodes, gpus, node_rank, master_addr, master_port, run_d
         click.echo(dry_run_text(plan), nl=False)
         return
     if output:
-        write_script(render_launch(plan), Path(output))
-        click.echo("wrote {}".format(output), err=True)
+        write_job(plan, Path(output))
+        click.echo("wrote {} (and the resolved recipe beside it)".format(output), err=True)
         return
     click.echo("wmlp launch: {} (log: {}/logs/node{}.log)".format(plan.script_path, plan.run_dir, node_rank), err=True)
     sys.exit(run_script(plan))
@@ -77,9 +76,15 @@ def slurm_options(func):
     return func
 
 
-def _render(recipe, sets, gpus, container_mounts, **flags) -> str:
-    opts = SlurmOptions(gpus_per_node=gpus, container_mounts=tuple(container_mounts), **flags)
-    return render_sbatch(load_target(recipe, sets), opts)
+def _render(recipe, sets, gpus, container_mounts, script: Path, **flags) -> str:
+    """The script to be kept at ``script``; the resolved recipe it trains from is written beside it."""
+    target = load_target(recipe, sets)
+    recipe_path = recipe_beside(script)
+    opts = SlurmOptions(gpus_per_node=gpus, container_mounts=tuple(container_mounts), recipe_path=str(recipe_path),
+                        **flags)
+    text = render_sbatch(target, opts)
+    target.write_resolved(recipe_path)
+    return text
 
 
 @click.group()
@@ -92,7 +97,7 @@ def slurm() -> None:
 @option("-o", "--output", default="-", show_default=True, help="File to write ('-': standard output).")
 def slurm_render(recipe, sets, output, **flags) -> None:
     """Write the batch script of a recipe (sbatch it as it is)."""
-    text = _render(recipe, sets, **flags)
+    text = _render(recipe, sets, script=Path("wmlp-job.sbatch" if output == "-" else output), **flags)
     if output == "-":
         click.echo(text, nl=False)
     else:
@@ -105,9 +110,6 @@ def slurm_render(recipe, sets, output, **flags) -> None:
 @option("-o", "--output", help="Also keep the script in this file (the job keeps a copy in its run folder).")
 def slurm_submit(recipe, sets, output, **flags) -> None:
     """Render the batch script, submit it with `sbatch --parsable`, print the job id."""
-    text = _render(recipe, sets, **flags)
-    if output:
-        click.echo(submit(str(write_script(text, Path(output)))))
-        return
-    with tempfile.TemporaryDirectory(prefix="wmlp-sbatch-") as tmp:
-        click.echo(submit(str(write_script(text, Path(tmp) / "job.sbatch"))))
+    script = Path(output) if output else Path("wmlp-job.sbatch")
+    text = _render(recipe, sets, script=script, **flags)
+    click.echo(submit(str(write_script(text, script))))

@@ -30,6 +30,7 @@ class SlurmOptions(NamedTuple):
     container_mounts: Sequence[str] = ()
     runtime: Optional[str] = None
     run_dir: Optional[str] = None
+    recipe_path: str = ""  # the resolved recipe the job trains from (absolute)
 
 
 def _pick(flag_value, recipe_value, flag: str, key: str):
@@ -116,7 +117,8 @@ def sbatch_context(target: Target, opts: SlurmOptions) -> dict:
         apptainer_args=list(v.apptainer_args),
         device_files=list(v.device_files) if v.bind_device_files else [],
         device_files_why=v.device_files_why,
-        train_args=target.train_args(),
+        recipe_path=opts.recipe_path,
+        train_args=target.train_args(opts.recipe_path),
     )
 
 

@@ -3,12 +3,13 @@
 Runs on login nodes and inside images: Python 3.8 syntax, no torch.
 """
 
+import os
 import posixpath
 import re
 from pathlib import Path
 from typing import Dict, List, NamedTuple, Sequence
 
-from ..recipe import LoadedRecipe, Recipe, find_recipe, load_recipe, shipped_recipes
+from ..recipe import LoadedRecipe, Recipe, dump_recipe, find_recipe, load_recipe, shipped_recipes
 from ..vendors import recipe_vendor
 from .quoting import RenderError, quote
 
@@ -24,7 +25,7 @@ _LAUNCHER_PREFIXES = ("SLURM_", "SBATCH_", "SALLOC_", "SRUN_", "TORCHELASTIC_")
 
 class Target(NamedTuple):
     loaded: LoadedRecipe
-    ref: str  # what the scripts hand to `wmlp train --recipe`
+    ref: str  # the recipe as the user named it (shipped name or absolute path): for comments and names
     sets: List[str]
     vendor: str  # a key of wavemlp.vendors.VENDORS
 
@@ -40,9 +41,29 @@ class Target(NamedTuple):
     def env(self) -> Dict[str, str]:
         return dict(sorted(self.recipe.env.items()))
 
-    def train_args(self) -> List[List[str]]:
-        """``train`` arguments up to the run folder, flag and value together (the scripts add the run folder)."""
-        return [["--recipe", self.ref]] + [["--set", text] for text in self.sets]
+    def resolved_text(self) -> str:
+        """The resolved recipe as a file: every value the job runs with, no ``extends``, no ``--set``."""
+        origin = " ".join([self.ref] + ["--set " + s for s in self.sets])
+        header = (
+            "# Resolved by wavemlp-kit from: {}\n"
+            "# The job trains from this file: render again rather than edit it.\n".format(origin.replace("\n", " "))
+        )
+        return header + dump_recipe(self.recipe)
+
+    def write_resolved(self, path) -> Path:
+        """Write the resolved recipe atomically (a job reading it never sees half a file); its absolute path."""
+        path = Path(path).absolute()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(".{}.tmp{}".format(path.name, os.getpid()))
+        tmp.write_text(self.resolved_text(), encoding="utf-8")
+        os.replace(str(tmp), str(path))
+        return path
+
+    @staticmethod
+    def train_args(recipe_path) -> List[List[str]]:
+        """``train`` arguments up to the run folder: the resolved recipe file and nothing else, so that
+        every rank runs exactly what was checked at render time (the scripts add the run folder)."""
+        return [["--recipe", str(recipe_path)]]
 
     def run_name(self) -> str:
         """``<train.output>/<train.experiment or recipe name>``: the default run folder, or its prefix."""
