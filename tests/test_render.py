@@ -24,12 +24,28 @@ from tests.infra.render_tools import (
     check_golden,
     run_bash,
     shellcheck,
-    wmlp,
     write,
 )
+from tests.infra.render_tools import wmlp as _wmlp
 from wavemlp.recipe import dump_recipe, load_recipe, seed_flag_table, shipped_recipes
 
 GOLDEN_RUN_DIR = "/shared/runs/wavemlp"
+DATA = ["--set", "data.path=/datasets/imagenet"]
+# Where golden scripts say they were written (and their resolved recipe lies): the test's own folder there.
+GOLDEN_JOBS = "/shared/jobs"
+
+
+def wmlp(*args: str, env: dict | None = None):
+    """`wmlp`; Slurm jobs get a data set unless the test names one (rendering refuses a job without)."""
+    if args[:1] == ("slurm",) and not any(a.startswith("data.path=") for a in args):
+        args = (*args, *DATA)
+    return _wmlp(*args, env=env)
+
+
+@pytest.fixture(autouse=True)
+def _in_tmp(tmp_path, monkeypatch):
+    """Rendering to standard output writes the resolved recipe into the current folder: not the checkout."""
+    monkeypatch.chdir(tmp_path)
 
 
 def launch_args(target: str) -> list[str]:
@@ -42,7 +58,7 @@ def sbatch_args(target: str, runtime: str) -> list[str]:
     gpus = ["--gpus", "4"] if target == "cpu" else []
     mounts = ["--container-mounts", "/datasets/imagenet:/data/imagenet:ro"] if runtime != "none" else []
     return ["slurm", "render", "--recipe", target, "--nodes", "2", "--runtime", runtime, "--account", "wavemlp",
-            *mounts, "--run-dir", GOLDEN_RUN_DIR, *gpus]
+            *mounts, "--run-dir", GOLDEN_RUN_DIR, *gpus, *DATA]
 
 
 def rendered(args: list[str]) -> str:
@@ -58,12 +74,12 @@ def golden_variants() -> list[tuple[Path, list[str]]]:
 
 
 def _render_to_stdout(args: list[str], tmp_path: Path) -> str:
-    if args[0] == "launch":  # launch prints only with --dry-run, which adds the command: write the file
-        out = tmp_path / "script.sh"
-        result = wmlp(*args, "-o", str(out))
-        assert result.exit_code == 0, result.output
-        return out.read_text()
-    return rendered(args)
+    """The script as written with -o (and its resolved recipe beside it), this test's folder named as
+    GOLDEN_JOBS, so that goldens carry nothing of this machine."""
+    out = tmp_path / ("script.sh" if args[0] == "launch" else "job.sbatch")
+    result = wmlp(*args, "-o", str(out))
+    assert result.exit_code == 0, result.output
+    return out.read_text().replace(str(tmp_path), GOLDEN_JOBS)
 
 
 # ------------------------------------------------------------------------------------------ goldens
@@ -103,13 +119,13 @@ def test_sbatch_directives_follow_recipe_and_flags() -> None:
         "#SBATCH --ntasks-per-node=1",
         "#SBATCH --gres=gpu:16",  # chips, not boards
         "#SBATCH --cpus-per-task=128",
-        "#SBATCH --mem=0",
         "#SBATCH --time=2-00:00:00",
         "#SBATCH --partition=ix",
         "#SBATCH --qos=high",
         "#SBATCH --constraint=a|b",
         "#SBATCH --signal=B:USR1@300",
         "#SBATCH --requeue",
+        "#SBATCH --export=PATH,HOME,USER,LOGNAME,LANG,LC_ALL,TZ,TMPDIR,WMLP_PYTHON",
         "#SBATCH --open-mode=append",
         "#SBATCH --output=%x-%j.out",
         "#SBATCH --error=%x-%j.err",
@@ -121,19 +137,27 @@ def test_sbatch_directives_follow_recipe_and_flags() -> None:
     assert "scontrol requeue" not in a100
     cpu = rendered(["slurm", "render", "--recipe", "cpu"])
     assert "gpu" not in "\n".join(line for line in cpu.splitlines() if line.startswith("#SBATCH"))
+    # Memory and whole nodes only when asked for; other sbatch options passed on as given.
+    asked = rendered(["slurm", "render", "--recipe", "cpu", "--mem", "64G", "--exclusive",
+                      "--sbatch-arg=--reservation=maint", "--sbatch-arg", "--comment=wavemlp"])
+    assert "#SBATCH --mem=64G\n#SBATCH --exclusive\n" in asked
+    assert asked.count("#SBATCH --reservation=maint\n#SBATCH --comment=wavemlp\n") == 1
+    assert "--mem" not in cpu and "--exclusive" not in cpu
 
 
 def test_vendor_device_handling_per_runtime() -> None:
     docker_ix = rendered(["slurm", "render", "--recipe", "bi-v150", "--runtime", "docker"])
-    assert "--runtime=iluvatar --env=IX_VISIBLE_DEVICES" in docker_ix
-    privileged = rendered(["slurm", "render", "--recipe", "bi-v100", "--runtime", "docker", "--set", "image.runtime="])
-    assert "--privileged --volume=/dev:/dev" in privileged and "--runtime=" not in privileged
+    assert '--runtime=iluvatar --env=IX_VISIBLE_DEVICES="$granted"' in docker_ix
+    bare = rendered(["slurm", "render", "--recipe", "bi-v100", "--runtime", "docker", "--set", "image.runtime="])
+    assert "for dev in /dev/iluvatar* /dev/itrctl; do" in bare and '--env=CUDA_VISIBLE_DEVICES="$granted"' in bare
+    assert "--privileged" not in bare and "--runtime=" not in bare
     assert "/dev/iluvatar*" in rendered(["slurm", "render", "--recipe", "bi-v150", "--runtime", "apptainer"])
     assert "exec --nv" in rendered(["slurm", "render", "--recipe", "h100", "--runtime", "apptainer"])
     docker_nv = rendered(["slurm", "render", "--recipe", "a100", "--runtime", "docker"])
     assert "--runtime=nvidia --env=NVIDIA_VISIBLE_DEVICES" in docker_nv
     pyxis = rendered(["slurm", "render", "--recipe", "bi-v150", "--runtime", "pyxis"])
-    assert "container_env=NCCL_ALGO,NCCL_SHM_DISABLE,OMP_NUM_THREADS,PYTHONUNBUFFERED" in pyxis
+    assert "container_env=NCCL_ALGO,NCCL_SHM_DISABLE,OMP_NUM_THREADS,PYTHONUNBUFFERED,SLURM_JOB_ID,SLURM_RESTART_COUNT" \
+        in pyxis
 
 
 # --------------------------------------------------------------------------------------- recipes

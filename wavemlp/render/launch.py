@@ -32,14 +32,14 @@ class LaunchPlan(NamedTuple):
         """Where ``wmlp launch`` keeps the script it runs: in the run folder, beside its logs."""
         return Path(self.run_dir) / "launch-node{}.sh".format(self.node_rank)
 
+    def command(self) -> List[str]:
+        return ["bash", str(self.script_path)]
+
 
 def recipe_beside(script: Path) -> Path:
     """The resolved recipe a script trains from: beside it, ``job.sh`` -> ``job.recipe.yaml``."""
     script = Path(script).absolute()
     return script.with_name(script.name.rsplit(".", 1)[0] + ".recipe.yaml")
-
-    def command(self) -> List[str]:
-        return ["bash", str(self.script_path)]
 
 
 def plan_launch(
