@@ -179,10 +179,11 @@ def sbatch_context(target: Target, opts: SlurmOptions) -> dict:
         flag = "--container-mounts" if opts.container_mounts else "--container-image"
         raise RenderError(f"{flag}: needs a container runtime (--runtime pyxis, apptainer or docker)")
     mounts = []
-    for text in opts.container_mounts:
+    for text in opts.container_mounts if runtime != "none" else ():
         mounts += check_mounts(text.split(","), "--container-mounts")  # pyxis' own a:b,c:d form, or repeated
-    mounts += check_mounts(site.mounts, site_src + ": mounts")
-    mounts += [m for m, _ in job_mounts(target, opts.recipe_path)]
+    if runtime != "none":
+        mounts += check_mounts(site.mounts, site_src + ": mounts")
+        mounts += [m for m, _ in job_mounts(target, opts.recipe_path)]
     # One mount per container path: what the user typed, then the site's, then the job's own.
     by_target = {}
     for m in mounts:
