@@ -15,6 +15,7 @@ import pytest
 
 from tests.infra.render_tools import (
     child_env,
+    local_site,
     quick_sets,
     rank_checksums,
     wmlp,
@@ -28,7 +29,9 @@ def submit(cluster: LocalSlurmCluster, workdir: Path, monkeypatch: pytest.Monkey
     """`wmlp slurm submit` from ``workdir`` against the test cluster; the job id it printed."""
     monkeypatch.chdir(workdir)
     env = {**cluster.env, **child_env()}
-    result = wmlp("slurm", "submit", "--recipe", "cpu", "--set", "cluster.cpus_per_task=2", *args, env=env)
+    site = local_site(workdir)
+    result = wmlp("slurm", "submit", "--recipe", "cpu", "--site", str(site), "--set", "cluster.cpus_per_task=2", *args,
+                  env=env)
     assert result.exit_code == 0, result.output
     job_id = result.stdout.strip()
     assert job_id.isdigit(), result.stdout

@@ -150,7 +150,8 @@ def test_rendered_sbatch_takes_devices_and_variables_from_the_table(made_up):
     docker = _rendered("--recipe", "bi-v150", "--runtime", "docker")
     assert '--runtime=iluvatar --env=ZZ_VISIBLE_DEVICES="$granted"' in docker and "IX_VISIBLE_DEVICES" not in docker
     bare = _rendered("--recipe", "bi-v150", "--runtime", "docker", "--set", "image.runtime=")
-    assert "# No zz runtime: one device file by hand.\nargs+=(--device=/dev/zz0)\nfor dev in /dev/zz* /dev/zzctl" in bare
+    by_hand = "# No zz runtime: one device file by hand.\nargs+=(--device=/dev/zz0)\nfor dev in /dev/zz* /dev/zzctl"
+    assert by_hand in bare
     assert '--env=CUDA_VISIBLE_DEVICES="$granted"' in bare and "--privileged" not in bare
     apptainer = _rendered("--recipe", "bi-v150", "--runtime", "apptainer")
     assert "# ZZ devices, as this node shows them.\nfor dev in /dev/zz* /dev/zzctl; do\n" in apptainer

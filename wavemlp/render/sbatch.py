@@ -183,7 +183,12 @@ def sbatch_context(target: Target, opts: SlurmOptions) -> dict:
         mounts += check_mounts(text.split(","), "--container-mounts")  # pyxis' own a:b,c:d form, or repeated
     if runtime != "none":
         mounts += check_mounts(site.mounts, site_src + ": mounts")
-        mounts += [m for m, _ in job_mounts(target, opts.recipe_path)]
+        # The job's paths, unless a mount above brings them in at their own path already.
+        same_path = [m.split(":")[0] for m in mounts if m.split(":")[0] == m.split(":")[1]]
+        for m, _ in job_mounts(target, opts.recipe_path):
+            path = m.split(":")[0]
+            if not any(path == s or path.startswith(s.rstrip("/") + "/") for s in same_path):
+                mounts.append(m)
     # One mount per container path: what the user typed, then the site's, then the job's own.
     by_target = {}
     for m in mounts:
