@@ -10,9 +10,11 @@ from typing import Optional
 import click
 
 from ..render.launch import dry_run_text, plan_launch, recipe_beside, run_script, write_job, write_script
-from ..render.sbatch import RUNTIMES, SlurmOptions, render_sbatch, submit
+from ..render.sbatch import RUNTIMES, SlurmOptions, render_sbatch, submit_parsable
 from ..render.target import load_target, missing_paths
 from .core import option, recipe_options, site_option
+from .slurm_jobs import COMMANDS as _JOB_COMMANDS
+from .slurm_jobs import record_job
 
 _GPUS_HELP = "Devices per node, one process each [default: the recipe's hardware.devices_per_node]; " \
              "processes on the cpu recipe."
@@ -143,4 +145,11 @@ def slurm_submit(recipe, sets, output, **flags) -> None:
         stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime())
         script = Path(loaded.recipe.train.output) / "jobs" / "{}-{}-{}.sbatch".format(loaded.name, stamp, os.getpid())
     text = _render(recipe, sets, script=script, **flags)
-    click.echo(submit(str(write_script(text, script))))
+    parsable = submit_parsable(str(write_script(text, script)))
+    record_job(recipe, sets, flags["site"], flags["run_dir"], parsable, script, recipe_beside(script),
+               flags["sbatch_args"])
+    click.echo(parsable.split(";", 1)[0])
+
+
+for _command in _JOB_COMMANDS:
+    slurm.add_command(_command)
