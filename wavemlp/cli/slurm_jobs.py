@@ -33,7 +33,7 @@ def record_job(recipe: str, sets: Sequence[str], site: Optional[str], run_dir: O
 def _restarts(job: jobs.Job, info: jobs.JobInfo) -> Optional[int]:
     if info.restarts is not None:
         return info.restarts
-    other = jobs._from_scontrol(job.job_id) if info.source != "scontrol" else None
+    other = jobs.scontrol_info(job.job_id) if info.source != "scontrol" else None
     if other is not None and other.restarts is not None:
         return other.restarts
     return jobs.node_logs(job.run_dir, job.job_id)[0] if job.run_dir else None
@@ -123,7 +123,7 @@ class _Tail:
 
 
 def _log_files(job: jobs.Job, node: Optional[int]) -> List[Path]:
-    files = [p for p in jobs.batch_logs(job.record, job.job_id) if p.is_file()]
+    files = [p for p in jobs.batch_logs(job.record, job.job_id) if p.is_file()] if node is None else []
     if job.run_dir is not None:
         _, nodes = jobs.node_logs(job.run_dir, job.job_id)
         files += [p for p in nodes if node is None or p.name.endswith("-node{}.log".format(node))]
@@ -133,7 +133,8 @@ def _log_files(job: jobs.Job, node: Optional[int]) -> List[Path]:
 @click.command("logs")
 @click.argument("run", metavar="RUN", type=click.Path(file_okay=False))
 @click.option("--follow", "-f", is_flag=True, help="Keep printing new lines until the job has ended.")
-@click.option("--node", type=click.IntRange(0), help="Only this node's log (K of ...-node<K>.log).")
+@click.option("--node", type=click.IntRange(0),
+              help="Only this node's log (K of ...-node<K>.log), without the batch script's.")
 def slurm_logs(run: str, follow: bool, node: Optional[int]) -> None:
     """The batch script's .out/.err and the node logs of the job's newest start."""
     record = jobs.read_record(Path(run))
@@ -142,7 +143,7 @@ def slurm_logs(run: str, follow: bool, node: Optional[int]) -> None:
     if not follow:
         tail.emit(_log_files(job, node), final=True)
         return
-    jobs._need_slurm()
+    jobs.need_slurm()
     while True:
         live = jobs.is_live(job.job_id)
         tail.emit(_log_files(job, node))  # a requeued job's new start shows up here too

@@ -141,7 +141,7 @@ def resolve(ref: str) -> Job:
     info = query(ref)
     if info is None:
         raise JobError("job {}: Slurm does not know it (ended long ago, or another cluster's)".format(ref))
-    known = info if info.source == "scontrol" else _from_scontrol(ref)  # the one that names the .err file
+    known = info if info.source == "scontrol" else scontrol_info(ref)  # the one that names the .err file
     run_dir = _run_dir_from_stderr(ref, known.stderr) if known is not None else None
     record = read_record(run_dir) if run_dir is not None and (run_dir / RECORD).is_file() else {}
     return Job(ref, run_dir, record)
@@ -176,7 +176,7 @@ def _run(argv: Sequence[str], timeout: float = 30.0) -> Tuple[int, str, str]:
     return done.returncode, done.stdout, done.stderr
 
 
-def _need_slurm() -> None:
+def need_slurm() -> None:
     if shutil.which("squeue") is None and shutil.which("scontrol") is None:
         raise JobError("squeue and scontrol are not on PATH: run this on a Slurm login node")
 
@@ -207,7 +207,7 @@ def _from_sacct(job_id: str) -> Optional[JobInfo]:
     return None
 
 
-def _from_scontrol(job_id: str) -> Optional[JobInfo]:
+def scontrol_info(job_id: str) -> Optional[JobInfo]:
     rc, out, _ = _run(["scontrol", "show", "job", "-o", job_id])
     line = next((ln for ln in out.splitlines() if ln.startswith("JobId={} ".format(job_id))), "") if rc == 0 else ""
     if not line:
@@ -221,8 +221,8 @@ def _from_scontrol(job_id: str) -> Optional[JobInfo]:
 
 def query(job_id: str) -> Optional[JobInfo]:
     """What Slurm says of a job (squeue, else sacct, else scontrol); None when none of them knows it."""
-    _need_slurm()
-    for source in (_from_squeue, _from_sacct, _from_scontrol):
+    need_slurm()
+    for source in (_from_squeue, _from_sacct, scontrol_info):
         info = source(job_id)
         if info is not None:
             return info
