@@ -20,16 +20,20 @@ from tests.infra.slurm import FINAL_STATES, LocalSlurmCluster
 
 # ------------------------------------------------------------------------------------- fast: no cluster
 
+SUBMIT = ("slurm", "submit", "--recipe", "cpu", "--set", "data.path=/datasets/imagenet")  # the fakes never read it
+
 
 def test_submit_records_the_job_and_keeps_earlier_submissions(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     fake = FakeTools(tmp_path)
     monkeypatch.chdir(tmp_path)
-    first = wmlp("slurm", "submit", "--recipe", "cpu", "--run-dir", "run", env=fake.env(FAKE_SBATCH_OUT="812;wmlp\n"))
+    first = wmlp(*SUBMIT, "--run-dir", "run", env=fake.env(FAKE_SBATCH_OUT="812;wmlp\n"))
     assert first.exit_code == 0 and first.stdout == "812\n", first.output
-    second = wmlp("slurm", "submit", "--recipe", "cpu", "--run-dir", "run", env=fake.env(FAKE_SBATCH_OUT="813\n"))
+    (tmp_path / "run" / ".cancel").write_text("812\n")  # `wmlp slurm cancel` of the first job
+    second = wmlp(*SUBMIT, "--run-dir", "run", env=fake.env(FAKE_SBATCH_OUT="813\n"))
     assert second.exit_code == 0 and second.stdout == "813\n", second.output
 
     record = json.loads((tmp_path / "run" / "job.json").read_text())
+    assert (tmp_path / "run" / "job.json").stat().st_mode & 0o044 == 0o044 & ~current_umask()
     assert record["job_id"] == "813" and record["cluster"] is None
     assert record["job_name"] == "wmlp-cpu" and record["submit_dir"] == str(tmp_path)
     assert record["script"] == str(tmp_path / "run" / "logs" / "813.sbatch")
@@ -40,9 +44,10 @@ def test_submit_records_the_job_and_keeps_earlier_submissions(tmp_path: Path, mo
     (earlier,) = record["history"]
     assert earlier["job_id"] == "812" and earlier["cluster"] == "wmlp" and "history" not in earlier
     assert not list((tmp_path / "run").glob(".job.json.*")), "temporary file left behind"
+    assert not (tmp_path / "run" / ".cancel").exists(), "the first job's cancel would stop the second's requeues"
 
     # Without --run-dir: the script's default, <train.output>/<recipe>-<job id>, from the submit folder.
-    third = wmlp("slurm", "submit", "--recipe", "cpu", env=fake.env(FAKE_SBATCH_OUT="900\n"))
+    third = wmlp(*SUBMIT, env=fake.env(FAKE_SBATCH_OUT="900\n"))
     assert third.exit_code == 0, third.output
     assert json.loads((tmp_path / "runs" / "cpu-900" / "job.json").read_text())["job_id"] == "900"
 
@@ -58,6 +63,12 @@ def test_neither_a_folder_nor_a_job_id_is_one_line(tmp_path: Path) -> None:
     result = wmlp("slurm", "status", str(tmp_path / "nowhere"))
     assert result.exit_code == 2
     assert result.stderr == f"wmlp: error: {tmp_path / 'nowhere'}: neither a run folder nor a job id\n"
+
+
+def current_umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 # ---------------------------------------------------------------------------------- on the real cluster
@@ -152,6 +163,10 @@ def test_cancel_checkpoints_a_running_job_and_it_does_not_requeue(
         assert time.monotonic() < deadline, "no training steps after 300 s\n" + report(slurm_cluster, tmp_path)
         time.sleep(0.2)
 
+    # By job id: the run folder comes from the batch script's first line in its .err file.
+    by_id = json.loads(wmlp("slurm", "status", "--format", "json", job_id, env=slurm_cluster.env).stdout)
+    assert by_id["state"] == "RUNNING" and by_id["run_dir"] == str(run_dir) and by_id["restarts"] == 0, by_id
+
     result = wmlp("slurm", "cancel", str(run_dir), "--timeout", "120", env=slurm_cluster.env)
     assert result.exit_code == 0, result.output
     assert (run_dir / ".cancel").read_text() == f"{job_id}\n"
@@ -165,9 +180,8 @@ def test_cancel_checkpoints_a_running_job_and_it_does_not_requeue(
     state = slurm_cluster.state(int(job_id))
     assert state not in ("PENDING", "RUNNING", "CONFIGURING", "REQUEUED"), state
     assert not os.path.exists(run_dir / "logs" / f"{job_id}-restart1-node0.log")
-    # The batch script must honour <run dir>/.cancel (no `scontrol requeue` for the job id it holds). A
-    # template that does not know the marker yet requeues, and `cancel` has to scancel the new start.
-    if ".cancel" not in (run_dir / "logs" / f"{job_id}.sbatch").read_text():
-        pytest.xfail("slurm/job.sbatch.j2 does not honour <run dir>/.cancel yet: " + result.stdout)
+    # The batch script honours <run dir>/.cancel: no `scontrol requeue`, so `cancel` never has to scancel a
+    # new start (it would say "requeued itself").
     assert "requeued itself" not in result.stdout, result.stdout
+    assert result.stdout.splitlines()[-1].startswith(f"job {job_id} ended ("), result.stdout
     assert slurm_cluster.job_field(int(job_id), "Restarts") == "0"

@@ -11,7 +11,7 @@ import os
 import re
 import shutil
 import subprocess
-import tempfile
+import uuid
 from pathlib import Path
 from typing import Any, Dict, List, NamedTuple, Optional, Sequence, Tuple
 
@@ -23,7 +23,7 @@ CANCEL_MARKER = ".cancel"  # holds the job id: the batch script does not requeue
 LIVE_STATES = frozenset({"PENDING", "CONFIGURING", "RUNNING", "COMPLETING", "REQUEUED", "REQUEUE_HOLD",
                          "REQUEUE_FED", "RESIZING", "SUSPENDED", "STOPPED", "SIGNALING", "STAGE_OUT"})
 _NODE_LOG = re.compile(r"^(\d+)-restart(\d+)-node(\d+)\.log$")
-_RUN_LINE = re.compile(r"^wmlp: job (\d+) start \d+: .*, run folder (.+)$")
+_RUN_LINE = re.compile(r"^wmlp: job (\d+) start \d+: .*?, run folder (.+?)(?:, recipe .*)?$")
 
 
 class JobError(KitError):
@@ -58,7 +58,8 @@ def record_submission(
     """Write ``<run dir>/job.json`` (atomically); earlier submissions into the folder move to ``history``.
 
     ``job_id`` is what ``sbatch --parsable`` printed: ``ID`` or ``ID;CLUSTER``. The script is kept as
-    ``<run dir>/logs/<job id>.sbatch``, the name the job gives the copy it makes when it starts.
+    ``<run dir>/logs/<job id>.sbatch``, the name the job gives the copy it makes when it starts. A
+    ``.cancel`` left by an earlier job of the folder goes: it must not stop this one's requeues.
     """
     run_dir = Path(run_dir)
     job, _, cluster = str(job_id).strip().partition(";")
@@ -87,6 +88,9 @@ def record_submission(
             history = list(old.pop("history", []) or []) + [old]
     entry["history"] = history
     _write_atomic(path, json.dumps(entry, indent=2) + "\n")
+    marker = run_dir / CANCEL_MARKER
+    if marker.is_file() and marker.read_text(errors="replace").strip() != job:
+        marker.unlink()  # an earlier job's cancel: this one, resuming the folder, may requeue again
     return path
 
 
@@ -98,7 +102,8 @@ def _job_name(script: Path) -> str:
 
 
 def _write_atomic(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=".{}.".format(path.name), dir=str(path.parent))
+    tmp = str(path.with_name(".{}.{}.{}".format(path.name, os.getpid(), uuid.uuid4().hex[:8])))
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)  # the umask decides, as for any file
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as fh:
             fh.write(text)
