@@ -193,8 +193,12 @@ def test_recipes_list_show_check_flags(tmp_path: Path) -> None:
 def test_launch_defaults_work_as_typed(tmp_path: Path) -> None:
     result = wmlp("launch", "--nodes", "1", "--gpus", "8", "--dry-run")
     assert result.exit_code == 0, result.output
-    assert "--nproc_per_node=8" in result.stdout and "--recipe imagenet" in result.stdout
-    assert "--rdzv_endpoint=127.0.0.1:29500" in result.stdout
+    assert "--nproc_per_node=8" in result.stdout and "recipe imagenet." in result.stdout
+    # One node: torchrun's standalone rendezvous on a free port, unless a port is given.
+    assert "--standalone" in result.stdout and "--rdzv_endpoint" not in result.stdout
+    port = wmlp("launch", "--nodes", "1", "--master-port", "29600", "--dry-run")
+    assert port.exit_code == 0 and "--rdzv_endpoint=127.0.0.1:29600" in port.stdout
+    assert "--standalone" not in port.stdout
     two = wmlp("launch", "--nodes", "2", "--gpus", "8", "--dry-run")
     assert two.exit_code == 2 and "--master-addr: required with --nodes 2" in two.stderr
     assert wmlp("launch", "--nodes", "2", "--node-rank", "2", "--master-addr", "h", "--dry-run").exit_code == 2
