@@ -80,20 +80,25 @@ def launched(wmlp_exe: str, run_dir: Path, *args: str) -> Iterator[tuple[subproc
 
 
 @pytest.mark.slow
-def test_sigterm_to_wmlp_launch_makes_the_trainers_checkpoint_and_exit_75(
-    wmlp_exe: str, demo_data: Path, tmp_path: Path  # noqa: F811
+@pytest.mark.parametrize("sig,to_group", [(signal.SIGTERM, False), (signal.SIGINT, True)],
+                         ids=["TERM-to-wmlp-launch", "INT-to-its-group-as-Ctrl-C"])
+def test_a_signal_to_wmlp_launch_makes_the_trainers_checkpoint_and_exit_75(
+    sig: signal.Signals, to_group: bool, wmlp_exe: str, demo_data: Path, tmp_path: Path  # noqa: F811
 ) -> None:
     run_dir = tmp_path / "run"
     with launched(wmlp_exe, run_dir, "--gpus", "2", *quick_sets(demo_data, 400), "--set", "data.workers=1") as (
             proc, output):
         wait_for_lines(run_dir / "steps.jsonl", 2, proc, timeout=300, output=output)
-        proc.send_signal(signal.SIGTERM)
+        if to_group:  # the launcher, its script, torchrun and tee (torchrun gives the trainers a session)
+            os.killpg(proc.pid, sig)
+        else:
+            proc.send_signal(sig)
         proc.wait(timeout=180)
         out = output.read_text()
         log = (run_dir / "logs" / "node0.log").read_text()
         assert proc.returncode == REQUEUE_EXIT_CODE, out
-        assert "wmlp launch: TERM received" in out and "the trainers exited 75" in out, out
-        stop = re.search(r"preempted \(stop file .*\): checkpoint at epoch 0 step (\d+) saved", log)
+        assert f"wmlp launch: {sig.name[3:]} received" in out and "the trainers exited 75" in out, out
+        stop = re.search(r"preempted \(.+\): checkpoint at epoch 0 step (\d+) saved", log)
         assert stop, log
         assert (run_dir / "checkpoints" / f"last-e0000-s{int(stop.group(1)):07d}.pth").is_file()
         assert [exit_file(run_dir, r).read_text() for r in (0, 1)] == ["75\n", "75\n"]
