@@ -364,7 +364,9 @@ def test_hostile_values_reach_the_launch_command_byte_for_byte(tmp_path: Path) -
     run_dir = hostile("run")
     extra = [hostile("extra"), "--set", "x=$(touch PWNED)"]
     script = work / "launch.sh"
-    result = wmlp("launch", "--recipe", str(recipe), "--master-addr", hostile("addr"), "--run-dir", run_dir,
+    # With a port: on one node, no port means torchrun's standalone rendezvous, which takes no address.
+    result = wmlp("launch", "--recipe", str(recipe), "--master-addr", hostile("addr"), "--master-port", "29500",
+                  "--run-dir", run_dir,
                   *[a for s in HOSTILE_SETS for a in ("--set", s)], "-o", str(script), "--", *extra)
     assert result.exit_code == 0, result.output
     shellcheck(script)
