@@ -219,7 +219,11 @@ def test_launch_defaults_work_as_typed(tmp_path: Path) -> None:
     assert result.exit_code == 0, result.output
     assert "--nproc_per_node=8" in result.stdout and "recipe imagenet." in result.stdout
     assert f"--recipe {Path.cwd()}/runs/imagenet/launch-node0.recipe.yaml" in result.stdout
-    assert "--rdzv_endpoint=127.0.0.1:29500" in result.stdout
+    # One node: torchrun's standalone rendezvous on a free port, unless a port is given.
+    assert "--standalone" in result.stdout and "--rdzv_endpoint" not in result.stdout
+    port = wmlp("launch", "--nodes", "1", "--master-port", "29600", "--dry-run")
+    assert port.exit_code == 0 and "--rdzv_endpoint=127.0.0.1:29600" in port.stdout
+    assert "--standalone" not in port.stdout
     two = wmlp("launch", "--nodes", "2", "--gpus", "8", "--dry-run")
     assert two.exit_code == 2 and "--master-addr: required with --nodes 2" in two.stderr
     assert wmlp("launch", "--nodes", "2", "--node-rank", "2", "--master-addr", "h", "--dry-run").exit_code == 2
@@ -427,7 +431,9 @@ def test_hostile_values_reach_the_launch_command_byte_for_byte(tmp_path: Path) -
     run_dir = hostile("run")
     extra = [hostile("extra"), "--set", "x=$(touch PWNED)"]
     script = work / "launch.sh"
-    result = wmlp("launch", "--recipe", str(recipe), "--master-addr", hostile("addr"), "--run-dir", run_dir,
+    # With a port: on one node, no port means torchrun's standalone rendezvous, which takes no address.
+    result = wmlp("launch", "--recipe", str(recipe), "--master-addr", hostile("addr"), "--master-port", "29500",
+                  "--run-dir", run_dir,
                   *[a for s in HOSTILE_SETS for a in ("--set", s)], "-o", str(script), "--", *extra)
     assert result.exit_code == 0, result.output
     shellcheck(script)

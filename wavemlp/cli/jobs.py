@@ -28,7 +28,11 @@ _GPUS_HELP = "Devices per node, one process each [default: the recipe's hardware
 @click.option(
     "--master-addr", envvar="MASTER_ADDR", help="Address of the rank-0 node (required with --nodes > 1)."
 )
-@click.option("--master-port", type=click.IntRange(1, 65535), help="Rendezvous port (recipe: cluster.master_port).")
+@click.option(
+    "--master-port",
+    type=click.IntRange(1, 65535),
+    help="Rendezvous port (recipe: cluster.master_port). With --nodes 1 and no port, torchrun picks a free one.",
+)
 @click.option("--run-dir", help="Run folder (default: <train.output>/<train.experiment or recipe name>).")
 @click.option("--dry-run", is_flag=True, help="Print the script and the command that would run it; run nothing.")
 @option("-o", "--output", type=click.Path(dir_okay=False), help="Write the script to this file; run nothing.")
@@ -36,7 +40,8 @@ _GPUS_HELP = "Devices per node, one process each [default: the recipe's hardware
 def launch(recipe, sets, nodes, gpus, node_rank, master_addr, master_port, run_dir, dry_run, output, train_args):
     """Train on this node with torchrun (one process per device; run it on every node with its --node-rank).
 
-    Arguments after `--` go to `wmlp train`. The exit status is the launcher's.
+    Arguments after `--` go to `wmlp train`. The exit status is the trainers' (0, 2 bad input, 3 non-finite
+    loss, 75 stopped with a checkpoint), else torchrun's. TERM or Ctrl-C makes the trainers checkpoint and stop.
     """
     if dry_run and output:
         raise click.UsageError("--dry-run and -o/--output exclude each other")
