@@ -185,3 +185,5 @@ def test_cancel_checkpoints_a_running_job_and_it_does_not_requeue(
     assert "requeued itself" not in result.stdout, result.stdout
     assert result.stdout.splitlines()[-1].startswith(f"job {job_id} ended ("), result.stdout
     assert slurm_cluster.job_field(int(job_id), "Restarts") == "0"
+    batch_log = (tmp_path / f"wmlp-cpu-{job_id}.err").read_text()
+    assert f"job {job_id} cancelled (wmlp slurm cancel) after a checkpoint: not requeued" in batch_log, batch_log
