@@ -556,3 +556,31 @@ def test_containers_get_every_path_the_job_reads(tmp_path: Path, monkeypatch: py
     assert bare.exit_code == 0 and "mounts" not in (tmp_path / "jobs" / "b.sbatch").read_text()
     colon = wmlp("slurm", "render", "--recipe", "cpu", "--runtime", "pyxis", "--set", "data.path=/a:b")
     assert colon.exit_code == 2 and colon.stderr.startswith("wmlp: error: data.path: /a:b holds ',' ':'")
+
+
+def test_jobs_sharing_a_node_get_rendezvous_ports_of_their_own(tmp_path: Path) -> None:
+    """The port is the first from cluster.master_port that nothing listens on and no running job claims."""
+    import socket
+
+    fake = FakeTools(tmp_path)
+    script = tmp_path / "job.sbatch"
+    assert wmlp("slurm", "render", "--recipe", "cpu", "--run-dir", "run", "-o", str(script)).exit_code == 0
+    claims = tmp_path / "claims"
+    claims.mkdir()
+    (claims / "wmlp-rendezvous-port-29500").write_text("99\n")  # job 99's, which runs
+    (claims / "wmlp-rendezvous-port-29502").write_text("98\n")  # job 98's, which ended without its cleanup
+
+    def endpoint(running: str) -> str:
+        env = fake.env(SLURM_JOB_ID="4243", SLURM_JOB_NODELIST="n1", TMPDIR=str(claims),
+                       WMLP_PYTHON=str(fake.bin / "python3"), FAKE_SCONTROL_JOB=running)
+        proc = run_bash(script, env, tmp_path)
+        assert proc.returncode == 0, proc.stderr
+        return next(a for a in fake.calls("python3")[-1]["argv"] if a.startswith("--rdzv_endpoint="))
+
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 29501))  # something else's
+        listener.listen()
+        # 29500: claimed by running job 99; 29501: in use; 29502: a stale claim, taken over.
+        assert endpoint("JobId=99 JobState=RUNNING\n") == "--rdzv_endpoint=n1:29502"
+        assert sorted(p.name for p in claims.iterdir()) == ["wmlp-rendezvous-port-29500"]  # ours went with the job
+    assert endpoint("") == "--rdzv_endpoint=n1:29500"  # once 99 has ended, its claim is stale too

@@ -77,6 +77,10 @@ if name == "scontrol" and sys.argv[1:3] == ["show", "hostnames"]:
         sys.exit(1)
     if os.environ.get("FAKE_SCONTROL") != "empty":
         sys.stdout.write("n1\\nn2\\n")
+elif name == "scontrol" and sys.argv[1:3] == ["show", "job"]:
+    record = os.environ.get("FAKE_SCONTROL_JOB", "")  # the one job this fake cluster runs
+    if len(sys.argv) > 3 and record.startswith("JobId=%s " % sys.argv[3]):
+        sys.stdout.write(record)
 elif name == "sbatch":
     sys.stdout.write(os.environ.get("FAKE_SBATCH_OUT", ""))
 elif name == "srun":
