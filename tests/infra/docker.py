@@ -111,16 +111,30 @@ class DockerEngine:
         return recipe is None or (image.labels or {}).get(STANDIN_LABEL) == recipe
 
 
-def start_dockerd(root: Path, timeout: float = 60) -> tuple[subprocess.Popen, str]:
-    """dockerd on a private socket, without bridge or iptables (builds and runs use the host network)."""
+def start_dockerd(
+    root: Path,
+    timeout: float = 60,
+    socket: Path | None = None,
+    hostname: str | None = None,
+    data_root: Path | None = None,
+) -> tuple[subprocess.Popen, str]:
+    """dockerd on a private socket, without bridge or iptables (builds and runs use the host network).
+
+    ``socket`` defaults to ``root/docker.sock``, ``data_root`` to ``root/data``. With ``hostname``, dockerd
+    runs in a UTS namespace of its own with that host name, which its host-network containers then report
+    (a fake node's engine).
+    """
     root.mkdir(parents=True, exist_ok=True)
-    host = f"unix://{root}/docker.sock"
+    host = f"unix://{socket or root / 'docker.sock'}"
     log = open(root / "dockerd.log", "ab")  # noqa: SIM115 - the daemon writes to it for the whole session
+    # unshare execs the shell, which sets the name and execs dockerd: proc.pid is dockerd's pid.
+    uts = ["unshare", "--uts", "sh", "-c", 'hostname "$0" && exec "$@"', hostname] if hostname else []
     proc = subprocess.Popen(
         [
+            *uts,
             "dockerd",
             "--data-root",
-            str(root / "data"),
+            str(data_root or root / "data"),
             "--exec-root",
             str(root / "exec"),
             "--pidfile",

@@ -38,6 +38,7 @@ __all__ = [
     "INSTALL_HINT",
     "LocalSlurmCluster",
     "SlurmCommandError",
+    "node_address",
     "SlurmStartError",
     "missing_slurm_binaries",
     "parse_scontrol_record",
@@ -74,6 +75,18 @@ OWNER_ENV = "WMLP_TEST_SLURM_OWNER"
 
 HOSTS_FILE = Path("/etc/hosts")
 HOSTS_MARK = "# wavemlp-test-slurm"
+
+
+def node_address(index: int) -> str:
+    """The loopback address node ``n<index>`` resolves to: 127.0.2.<index>, one of its own per node.
+
+    Distinct addresses make each name resolve to itself, forwards and backwards: what a rendezvous
+    between containers that carry the node names as host names needs (one shared 127.0.0.1 makes
+    getfqdn() answer ``localhost`` on every node, and torchrun's node ids collide).
+    """
+    if not 1 <= index <= 254:
+        raise ValueError(f"node index {index} out of 1..254")
+    return f"127.0.2.{index}"
 
 # Ports are chosen below the kernel's ephemeral range so that outgoing connections (srun, sbatch)
 # cannot grab them between the free-port check and the daemons binding them.
@@ -178,6 +191,34 @@ def _munge_dir_for(workdir: Path) -> Path:
     return Path("/tmp") / f"wmlp-munge-{digest}"
 
 
+def node_docker_dir_for(workdir: Path) -> Path:
+    """Where per-node Docker engines of this cluster put their sockets, ``<dir>/<node>.sock``.
+
+    Short and under /tmp: dockerd's containerd socket below it must stay under the 108-byte limit.
+    """
+    digest = hashlib.sha1(str(workdir).encode()).hexdigest()[:12]
+    return Path("/tmp") / f"wmlp-nd-{digest}"
+
+
+# Run by slurmstepd before every task (the batch script and each srun task): while per-node Docker
+# engines run (tests/infra/node_docker.py, sockets in one folder), a task on node nK talks to node K's
+# engine, or to none when nK has no engine: never to an engine whose DOCKER_HOST an srun task inherited
+# from the batch script on another node. Without that folder, tasks are left alone.
+TASK_PROLOG = """\
+#!/bin/sh
+# Written by tests/infra/slurm.py; removed with the cluster.
+sockets={socket_dir}
+if [ -d "$sockets" ]; then
+    if [ -S "$sockets/$SLURMD_NODENAME.sock" ]; then
+        echo "export DOCKER_HOST=unix://$sockets/$SLURMD_NODENAME.sock"
+    else
+        echo "unset DOCKER_HOST"
+    fi
+fi
+exit 0
+"""
+
+
 def _port_is_free(port: int) -> bool:
     for host in ("0.0.0.0", "127.0.0.1"):
         with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
@@ -260,6 +301,8 @@ class LocalSlurmCluster:
         self.munge_key = self.workdir / "munge.key"
         self.munge_dir = _munge_dir_for(self.workdir)
         self.munge_socket = self.munge_dir / "munge.socket"
+        self.task_prolog = self.workdir / "task-prolog.sh"
+        self.node_docker_dir = node_docker_dir_for(self.workdir)
         self.ctld_port: int | None = None
         self.slurmd_ports: list[int] = []
         self._children: list[subprocess.Popen[bytes]] = []
@@ -311,7 +354,7 @@ class LocalSlurmCluster:
         raise AssertionError("unreachable")
 
     def stop(self) -> None:
-        """Cancel jobs, stop the daemons, drop the /etc/hosts line, remove state. Safe to repeat."""
+        """Cancel jobs, stop the daemons, drop the /etc/hosts lines, remove state. Safe to repeat."""
         self._started = False
         if self.ctld_port is not None and self._daemon_pids():
             self._cancel_all_jobs()
@@ -324,7 +367,7 @@ class LocalSlurmCluster:
         self._children.clear()
         # Job steps outlive a killed slurmd (proctrack/linuxproc does not reap them): sweep by marker.
         self._terminate(self._marked_pids(), grace=2.0)
-        self._remove_hosts_line()
+        self._remove_hosts_lines()
         for path in (self.state_dir, self.spool_dir, self.run_dir, self.dev_dir, self.munge_dir):
             shutil.rmtree(path, ignore_errors=True)
         self.munge_key.unlink(missing_ok=True)
@@ -495,9 +538,11 @@ class LocalSlurmCluster:
         self.ctld_port, self.slurmd_ports = ports[0], ports[1:]
         self._write_munge_key()
         self._make_fake_gpus()
+        self.task_prolog.write_text(TASK_PROLOG.format(socket_dir=self.node_docker_dir))
+        self.task_prolog.chmod(0o755)
         self.conf_path.write_text(self._slurm_conf())
         self.gres_conf_path.write_text(self._gres_conf())
-        self._add_hosts_line()
+        self._add_hosts_lines()
 
         self._spawn(
             "munged",
@@ -616,6 +661,7 @@ class LocalSlurmCluster:
             "JobCompType": "jobcomp/filetxt",
             "JobCompLoc": str(self.jobcomp_path),
             "MpiDefault": "none",
+            "TaskProlog": str(self.task_prolog),
             "MailProg": "/bin/true",
             "KillWait": "5",
             "InactiveLimit": "0",
@@ -635,8 +681,10 @@ class LocalSlurmCluster:
             lines.append(f"NodeName={node_list} Name=gpu File={self.dev_dir}/nvidia[0-{last}]")
         return "\n".join(lines) + "\n"
 
-    # /etc/hosts: the node names must resolve (rendezvous addresses such as MASTER_ADDR=n1). Each
-    # cluster adds its own marked line and removes only that; lines left by dead processes are dropped.
+    # /etc/hosts: the node names must resolve (rendezvous addresses such as MASTER_ADDR=n1), each to an
+    # address of its own (node_address). Each cluster adds its own marked lines, one per node, and
+    # removes only those; lines left by dead processes are dropped. They go first in the file: the first
+    # line naming a host wins, so a stale or foreign line further down cannot change what they say.
 
     def _hosts_marker(self) -> str:
         return f"{HOSTS_MARK} pid={os.getpid()} dir={self.workdir}"
@@ -665,13 +713,15 @@ class LocalSlurmCluster:
             return True
         return match.group(2) == str(self.workdir) or not _pid_alive(int(match.group(1)))
 
-    def _add_hosts_line(self) -> None:
-        line = f"127.0.0.1 {' '.join(self.node_names)}  {self._hosts_marker()}"
-        with self._locked_hosts() as lines:
-            lines[:] = [ln for ln in lines if not self._is_stale_hosts_line(ln)]
-            lines.append(line)
+    def hosts_lines(self) -> list[str]:
+        marker = self._hosts_marker()
+        return [f"{node_address(index)} {name}  {marker}" for index, name in enumerate(self.node_names, 1)]
 
-    def _remove_hosts_line(self) -> None:
+    def _add_hosts_lines(self) -> None:
+        with self._locked_hosts() as lines:
+            lines[:] = [*self.hosts_lines(), *(ln for ln in lines if not self._is_stale_hosts_line(ln))]
+
+    def _remove_hosts_lines(self) -> None:
         if not HOSTS_FILE.exists():
             return
         mine = self._hosts_marker()
