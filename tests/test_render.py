@@ -24,12 +24,28 @@ from tests.infra.render_tools import (
     check_golden,
     run_bash,
     shellcheck,
-    wmlp,
     write,
 )
+from tests.infra.render_tools import wmlp as _wmlp
 from wavemlp.recipe import dump_recipe, load_recipe, seed_flag_table, shipped_recipes
 
 GOLDEN_RUN_DIR = "/shared/runs/wavemlp"
+DATA = ["--set", "data.path=/datasets/imagenet"]
+# Where golden scripts say they were written (and their resolved recipe lies): the test's own folder there.
+GOLDEN_JOBS = "/shared/jobs"
+
+
+def wmlp(*args: str, env: dict | None = None):
+    """`wmlp`; Slurm jobs get a data set unless the test names one (rendering refuses a job without)."""
+    if args[:1] == ("slurm",) and not any(a.startswith("data.path=") for a in args):
+        args = (*args, *DATA)
+    return _wmlp(*args, env=env)
+
+
+@pytest.fixture(autouse=True)
+def _in_tmp(tmp_path, monkeypatch):
+    """Rendering to standard output writes the resolved recipe into the current folder: not the checkout."""
+    monkeypatch.chdir(tmp_path)
 
 
 def launch_args(target: str) -> list[str]:
@@ -42,7 +58,7 @@ def sbatch_args(target: str, runtime: str) -> list[str]:
     gpus = ["--gpus", "4"] if target == "cpu" else []
     mounts = ["--container-mounts", "/datasets/imagenet:/data/imagenet:ro"] if runtime != "none" else []
     return ["slurm", "render", "--recipe", target, "--nodes", "2", "--runtime", runtime, "--account", "wavemlp",
-            *mounts, "--run-dir", GOLDEN_RUN_DIR, *gpus]
+            *mounts, "--run-dir", GOLDEN_RUN_DIR, *gpus, *DATA]
 
 
 def rendered(args: list[str]) -> str:
@@ -58,12 +74,12 @@ def golden_variants() -> list[tuple[Path, list[str]]]:
 
 
 def _render_to_stdout(args: list[str], tmp_path: Path) -> str:
-    if args[0] == "launch":  # launch prints only with --dry-run, which adds the command: write the file
-        out = tmp_path / "script.sh"
-        result = wmlp(*args, "-o", str(out))
-        assert result.exit_code == 0, result.output
-        return out.read_text()
-    return rendered(args)
+    """The script as written with -o (and its resolved recipe beside it), this test's folder named as
+    GOLDEN_JOBS, so that goldens carry nothing of this machine."""
+    out = tmp_path / ("script.sh" if args[0] == "launch" else "job.sbatch")
+    result = wmlp(*args, "-o", str(out))
+    assert result.exit_code == 0, result.output
+    return out.read_text().replace(str(tmp_path), GOLDEN_JOBS)
 
 
 # ------------------------------------------------------------------------------------------ goldens
@@ -103,13 +119,13 @@ def test_sbatch_directives_follow_recipe_and_flags() -> None:
         "#SBATCH --ntasks-per-node=1",
         "#SBATCH --gres=gpu:16",  # chips, not boards
         "#SBATCH --cpus-per-task=128",
-        "#SBATCH --mem=0",
         "#SBATCH --time=2-00:00:00",
         "#SBATCH --partition=ix",
         "#SBATCH --qos=high",
         "#SBATCH --constraint=a|b",
         "#SBATCH --signal=B:USR1@300",
         "#SBATCH --requeue",
+        "#SBATCH --export=PATH,HOME,USER,LOGNAME,LANG,LC_ALL,TZ,TMPDIR,WMLP_PYTHON",
         "#SBATCH --open-mode=append",
         "#SBATCH --output=%x-%j.out",
         "#SBATCH --error=%x-%j.err",
@@ -121,19 +137,27 @@ def test_sbatch_directives_follow_recipe_and_flags() -> None:
     assert "scontrol requeue" not in a100
     cpu = rendered(["slurm", "render", "--recipe", "cpu"])
     assert "gpu" not in "\n".join(line for line in cpu.splitlines() if line.startswith("#SBATCH"))
+    # Memory and whole nodes only when asked for; other sbatch options passed on as given.
+    asked = rendered(["slurm", "render", "--recipe", "cpu", "--mem", "64G", "--exclusive",
+                      "--sbatch-arg=--reservation=maint", "--sbatch-arg", "--comment=wavemlp"])
+    assert "#SBATCH --mem=64G\n#SBATCH --exclusive\n" in asked
+    assert asked.count("#SBATCH --reservation=maint\n#SBATCH --comment=wavemlp\n") == 1
+    assert "--mem" not in cpu and "--exclusive" not in cpu
 
 
 def test_vendor_device_handling_per_runtime() -> None:
     docker_ix = rendered(["slurm", "render", "--recipe", "bi-v150", "--runtime", "docker"])
-    assert "--runtime=iluvatar --env=IX_VISIBLE_DEVICES" in docker_ix
-    privileged = rendered(["slurm", "render", "--recipe", "bi-v100", "--runtime", "docker", "--set", "image.runtime="])
-    assert "--privileged --volume=/dev:/dev" in privileged and "--runtime=" not in privileged
+    assert '--runtime=iluvatar --env=IX_VISIBLE_DEVICES="$granted"' in docker_ix
+    bare = rendered(["slurm", "render", "--recipe", "bi-v100", "--runtime", "docker", "--set", "image.runtime="])
+    assert "for dev in /dev/iluvatar* /dev/itrctl; do" in bare and '--env=CUDA_VISIBLE_DEVICES="$granted"' in bare
+    assert "--privileged" not in bare and "--runtime=" not in bare
     assert "/dev/iluvatar*" in rendered(["slurm", "render", "--recipe", "bi-v150", "--runtime", "apptainer"])
-    assert "exec --nv" in rendered(["slurm", "render", "--recipe", "h100", "--runtime", "apptainer"])
+    assert "exec --cleanenv --nv" in rendered(["slurm", "render", "--recipe", "h100", "--runtime", "apptainer"])
     docker_nv = rendered(["slurm", "render", "--recipe", "a100", "--runtime", "docker"])
     assert "--runtime=nvidia --env=NVIDIA_VISIBLE_DEVICES" in docker_nv
     pyxis = rendered(["slurm", "render", "--recipe", "bi-v150", "--runtime", "pyxis"])
-    assert "container_env=NCCL_ALGO,NCCL_SHM_DISABLE,OMP_NUM_THREADS,PYTHONUNBUFFERED" in pyxis
+    names = "NCCL_ALGO,NCCL_SHM_DISABLE,OMP_NUM_THREADS,PYTHONUNBUFFERED,SLURM_JOB_ID,SLURM_RESTART_COUNT"
+    assert f"container_env={names}" in pyxis
 
 
 # --------------------------------------------------------------------------------------- recipes
@@ -193,7 +217,8 @@ def test_recipes_list_show_check_flags(tmp_path: Path) -> None:
 def test_launch_defaults_work_as_typed(tmp_path: Path) -> None:
     result = wmlp("launch", "--nodes", "1", "--gpus", "8", "--dry-run")
     assert result.exit_code == 0, result.output
-    assert "--nproc_per_node=8" in result.stdout and "--recipe imagenet" in result.stdout
+    assert "--nproc_per_node=8" in result.stdout and "recipe imagenet." in result.stdout
+    assert f"--recipe {Path.cwd()}/runs/imagenet/launch-node0.recipe.yaml" in result.stdout
     assert "--rdzv_endpoint=127.0.0.1:29500" in result.stdout
     two = wmlp("launch", "--nodes", "2", "--gpus", "8", "--dry-run")
     assert two.exit_code == 2 and "--master-addr: required with --nodes 2" in two.stderr
@@ -223,17 +248,22 @@ def test_launch_appends_logs_and_propagates_the_exit_status(tmp_path: Path) -> N
 @pytest.mark.parametrize(
     "flag,key,value",
     [
-        ("--partition", "cluster.partition", "gpu --uid=0"),
-        ("--account", "cluster.account", "a;b"),
-        ("--qos", "cluster.qos", "$(touch PWNED)"),
-        ("--constraint", "cluster.constraint", "a b"),
+        ("--partition", "partition", "gpu --uid=0"),
+        ("--account", "account", "a;b"),
+        ("--qos", "qos", "$(touch PWNED)"),
+        ("--constraint", "constraint", "a b"),
         ("--time", "cluster.time", "1:00:00 --uid=0"),
-        (None, "cluster.mem", "0 --exclusive"),
+        ("--mem", "cluster.mem", "0 --exclusive"),
         (None, "cluster.signal", "USR1@1"),
+        ("--sbatch-arg", "sbatch_args", "--reservation=x --uid=0"),
     ],
 )
 def test_unsafe_sbatch_values_are_refused_with_one_line(flag, key, value, tmp_path: Path) -> None:
-    attempts = [(["--set", f"{key}={value}"], key)]
+    if key.startswith("cluster."):
+        attempts = [(["--set", f"{key}={value}"], key)]
+    else:  # a site's value
+        site = write(tmp_path / "site.yaml", yaml.safe_dump({key: [value] if key == "sbatch_args" else value}))
+        attempts = [(["--site", str(site)], f"{site}: {key}")]
     if flag:
         attempts += [([flag, value], flag), ([flag, value + "\n#SBATCH --uid=0"], flag)]
     for extra, named in attempts:
@@ -242,17 +272,43 @@ def test_unsafe_sbatch_values_are_refused_with_one_line(flag, key, value, tmp_pa
         assert result.stderr.count("\n") == 1 and result.stderr.startswith(f"wmlp: error: {named}: "), result.stderr
 
 
-def test_unsafe_recipe_values_in_a_file_are_refused(tmp_path: Path) -> None:
-    for key, value in [("partition", "gpu\n#SBATCH --uid=0"), ("mem", "0\n#SBATCH --exclusive")]:
-        recipe = tmp_path / f"{key}.yaml"
-        recipe.write_text(yaml.safe_dump({"extends": "cpu", "cluster": {key: value}}))
-        result = wmlp("slurm", "render", "--recipe", str(recipe))
-        assert result.exit_code == 2 and result.stderr.count("\n") == 1 and f"cluster.{key}" in result.stderr
+def test_unsafe_recipe_and_site_values_in_a_file_are_refused(tmp_path: Path) -> None:
+    bad_mem = {"extends": "cpu", "cluster": {"mem": "0\n#SBATCH --exclusive"}}
+    recipe = write(tmp_path / "mem.yaml", yaml.safe_dump(bad_mem))
+    result = wmlp("slurm", "render", "--recipe", str(recipe))
+    assert result.exit_code == 2 and result.stderr.count("\n") == 1 and "cluster.mem" in result.stderr
+    site = write(tmp_path / "site.yaml", yaml.safe_dump({"partition": "gpu\n#SBATCH --uid=0"}))
+    result = wmlp("slurm", "render", "--recipe", "cpu", "--site", str(site))
+    assert result.exit_code == 2 and result.stderr.count("\n") == 1 and f"{site}: partition" in result.stderr
+
+
+def test_site_values_are_refused_in_recipes_with_where_they_went(tmp_path: Path) -> None:
+    recipe = write(tmp_path / "old.yaml", yaml.safe_dump({"extends": "cpu", "cluster": {"partition": "gpu"}}))
+    result = wmlp("slurm", "render", "--recipe", str(recipe))
+    assert result.exit_code == 2
+    assert "cluster.partition: a site setting: put it in a site file as 'partition'" in result.stderr
+
+
+def test_sbatch_options_the_script_owns_are_refused() -> None:
+    for arg, owner in [("--nodes=4", "--nodes"), ("--output=x", "the script"), ("--export=ALL", "export list")]:
+        result = wmlp("slurm", "render", "--recipe", "cpu", "--sbatch-arg", arg)
+        assert result.exit_code == 2 and owner in result.stderr and "--sbatch-arg" in result.stderr
+
+
+def test_a_job_without_data_or_with_a_signal_at_its_start_is_refused() -> None:
+    no_data = _wmlp("slurm", "render", "--recipe", "bi-v150")
+    assert no_data.exit_code == 2 and no_data.stderr.startswith("wmlp: error: data.path: a training job needs")
+    early = wmlp("slurm", "render", "--recipe", "cpu", "--time", "00:04:00", "--set", "cluster.signal_grace=300")
+    assert early.exit_code == 2
+    assert early.stderr.startswith("wmlp: error: cluster.signal_grace: 300 s is not shorter than the time limit")
+    day = wmlp("slurm", "render", "--recipe", "cpu", "--time", "1-00", "--set", "cluster.signal_grace=300")
+    assert day.exit_code == 0
 
 
 @pytest.mark.parametrize(
     "env_name,why", [("BASH_ENV", "code or syntax"), ("PS4", "code or syntax"), ("MASTER_ADDR", "torchrun and Slurm"),
-                     ("SLURM_JOB_ID", "torchrun and Slurm")]
+                     ("SLURM_JOB_ID", "torchrun and Slurm"), ("PATH", "the loader"), ("HOME", "the loader"),
+                     ("LD_PRELOAD", "the loader")]
 )
 def test_env_names_the_shell_or_launcher_own_are_refused(env_name: str, why: str) -> None:
     for command in (["launch", "--dry-run"], ["slurm", "render"]):
@@ -265,7 +321,8 @@ def test_mounts_that_would_split_are_refused() -> None:
         result = wmlp("slurm", "render", "--recipe", "cpu", "--runtime", "pyxis", "--container-mounts", value)
         assert result.exit_code == 2 and "--container-mounts" in result.stderr
     ok = wmlp("slurm", "render", "--recipe", "cpu", "--runtime", "pyxis", "--container-mounts", "/a:/b,/c:/d:ro")
-    assert "mounts+=(/a:/b /c:/d:ro)" in ok.stdout
+    # The flags' mounts first, then the job's own: data set and resolved recipe, read-only, at their paths.
+    assert "mounts+=(/a:/b /c:/d:ro /datasets/imagenet:/datasets/imagenet:ro " in ok.stdout
 
 
 def test_container_flags_need_a_container_runtime() -> None:
@@ -283,7 +340,7 @@ def test_submit_prints_the_job_id_or_one_line_why_not(tmp_path: Path, monkeypatc
     assert call["argv"] == ["--parsable", "job.sbatch"]
     assert (tmp_path / "job.sbatch").read_text().startswith("#!/usr/bin/env bash\n#SBATCH --job-name=wmlp-cpu\n")
     failed = wmlp("slurm", "submit", "--recipe", "cpu", env=fake.env(FAKE_EXIT_SBATCH="1"))
-    assert failed.exit_code == 2 and failed.stderr.startswith("wmlp: error: sbatch failed (exit 1)")
+    assert failed.exit_code == 2 and failed.stderr.endswith("wmlp: error: sbatch failed (exit 1): no output\n")
     missing = wmlp("slurm", "submit", "--recipe", "cpu", env={"PATH": str(tmp_path / "nowhere")})
     assert missing.exit_code == 2 and "sbatch is not on PATH" in missing.stderr
 
@@ -320,19 +377,19 @@ def mountable(text: str) -> str:
 
 def hostile_recipe(folder: Path) -> Path:
     """A recipe whose every free string field is hostile (choice fields cannot be; #SBATCH fields are
-    tested above), in a folder whose own name is hostile."""
+    tested above; paths a container mounts cannot hold control characters), in a folder whose own name is
+    hostile."""
     data = {
         "extends": "a100",
         "description": hostile("description"),
-        "model": {"name": hostile("model"), "initial_checkpoint": hostile("ckpt")},
-        "data": {"path": hostile("data"), "train_split": hostile("train"), "val_split": hostile("val")},
+        "model": {"name": hostile("model"), "initial_checkpoint": mountable(hostile("ckpt"))},
+        "data": {"path": mountable(hostile("data")), "train_split": hostile("train"), "val_split": hostile("val")},
         "augment": {"auto_augment": hostile("aa")},
         "optim": {"opt": hostile("opt")},
         "train": {"output": hostile("out"), "experiment": hostile("exp"), "resume": hostile("resume")},
         "hardware": {"device_name": hostile("device"), "sdk": hostile("sdk")},
         "image": {"base": hostile("base"), "name": hostile("name"), "tag": hostile("tag"),
                   "runtime": hostile("runtime")},
-        "cluster": {"container_mounts": [mountable(hostile("/src")) + ":/dst"]},
         "env": {"HOSTILE_A": hostile("env-a"), "HOSTILE_B": "'", "HOSTILE_C": "\n", "EMPTY": ""},
     }
     path = folder / "recipe $(touch PWNED) 'q' \"d\" `b`" / "hostile.yaml"
@@ -341,7 +398,17 @@ def hostile_recipe(folder: Path) -> Path:
     return Path(os.path.realpath(path))
 
 
-HOSTILE_SETS = [f"data.path={hostile('set')}", "env.HOSTILE_D=$(touch PWNED)", "train.experiment=x;y"]
+def hostile_site(folder: Path) -> Path:
+    data = {"mounts": [mountable(hostile("/site")) + ":/site"], "image_prefix": mountable(hostile("prefix")) + "/",
+            "env": {"SITE_A": hostile("site-a")}, "network": {"socket_ifname": hostile("if")}}
+    return write(folder / "site $(touch PWNED).yaml", yaml.safe_dump(data, allow_unicode=True))
+
+
+# A folder for scripts (and the resolved recipes beside them) whose name is hostile but mountable.
+HOSTILE_JOBS = "jobs $(touch PWNED) 'q' \"d\" `b` ;x &y"
+
+
+HOSTILE_SETS = [f"data.path={mountable(hostile('set'))}", "env.HOSTILE_D=$(touch PWNED)", "train.experiment=x;y"]
 
 
 def _train_tail(argv: list[str]) -> list[str]:
@@ -372,9 +439,10 @@ def test_hostile_values_reach_the_launch_command_byte_for_byte(tmp_path: Path) -
     argv = call["argv"]
     assert argv[:3] == ["-m", "torch.distributed.run", "--nnodes=1"]
     assert f"--rdzv_endpoint={hostile('addr')}:29500" in argv
-    sets = [a for s in HOSTILE_SETS for a in ("--set", s)]
-    assert _train_tail(argv) == ["train", "--recipe", str(recipe), *sets, "--run-dir", run_dir, "--resume", "auto",
-                                 *extra]
+    # Recipe, --set values included, resolved into one file beside the script: the trainers read that.
+    resolved = work / "launch.recipe.yaml"
+    assert _train_tail(argv) == ["train", "--recipe", str(resolved), "--run-dir", run_dir, "--resume", "auto", *extra]
+    assert yaml.safe_load(resolved.read_text())["train"]["experiment"] == "x;y"
     loaded = load_recipe(str(recipe), HOSTILE_SETS).recipe
     for name, value in loaded.env.items():
         assert call["env"][name] == value
@@ -385,6 +453,7 @@ def test_hostile_values_reach_the_launch_command_byte_for_byte(tmp_path: Path) -
 def test_hostile_values_reach_the_sbatch_commands_byte_for_byte(runtime: str, tmp_path: Path) -> None:
     fake = FakeTools(tmp_path)
     recipe = hostile_recipe(tmp_path)
+    site = hostile_site(tmp_path)
     work = tmp_path / "work"
     work.mkdir()
     image = hostile("image") if runtime != "none" else None
@@ -392,8 +461,8 @@ def test_hostile_values_reach_the_sbatch_commands_byte_for_byte(runtime: str, tm
     flags = ["--container-mounts", mount, "--container-image", image] if image else []
     # The run folder is mounted into containers: ',' and ':' cannot be in it there (checked at run time).
     run_dir = hostile("run") if runtime == "none" else None
-    script = work / "job.sbatch"
-    result = wmlp("slurm", "render", "--recipe", str(recipe), "--nodes", "2", "--gpus", "3",
+    script = tmp_path / HOSTILE_JOBS / "job.sbatch"
+    result = wmlp("slurm", "render", "--recipe", str(recipe), "--site", str(site), "--nodes", "2", "--gpus", "3",
                   "--runtime", runtime, "--constraint", "a|b", *(["--run-dir", run_dir] if run_dir else []),
                   *[a for s in HOSTILE_SETS for a in ("--set", s)], *flags, "-o", str(script))
     assert result.exit_code == 0, result.output
@@ -401,44 +470,59 @@ def test_hostile_values_reach_the_sbatch_commands_byte_for_byte(runtime: str, tm
     assert "#SBATCH --constraint=a|b\n" in text
     shellcheck(script)
 
-    env = fake.env(SLURM_JOB_ID="4242", SLURM_JOB_NODELIST="n[1-2]", SLURM_STEP_GPUS="0,1,2",
-                   WMLP_PYTHON=str(fake.bin / "python3"))
+    env = fake.env(SLURM_JOB_ID="4242", SLURM_JOB_NODELIST="n[1-2]", SLURM_JOB_NUM_NODES="2",
+                   SLURM_STEP_GPUS="0,1,2", WMLP_PYTHON=str(fake.bin / "python3"), TMPDIR=str(tmp_path))
     proc = run_bash(script, env, work)
     assert proc.returncode == 0, proc.stderr
     _assert_no_pwned(tmp_path)
 
+    # Every value, the --set ones included, reaches the trainer through the resolved recipe beside the script.
+    resolved_path = script.with_name("job.recipe.yaml")
+    resolved = yaml.safe_load(resolved_path.read_text())
     loaded = load_recipe(str(recipe), HOSTILE_SETS).recipe
+    assert resolved["data"]["path"] == os.path.abspath(loaded.data.path)
+    site_env = {"SITE_A": hostile("site-a"), "NCCL_SOCKET_IFNAME": hostile("if"), "GLOO_SOCKET_IFNAME": hostile("if")}
+    job_env = {**loaded.env, **site_env}
+    assert resolved["env"] == job_env and resolved["train"]["experiment"] == "x;y"
     expected_run = run_dir or f"{loaded.train.output}/{loaded.train.experiment}-4242"
     run_abs = os.path.realpath(work / expected_run)
     assert Path(run_abs, "logs", "4242.sbatch").read_text() == text  # the job keeps its script
-    sets = [a for s in HOSTILE_SETS for a in ("--set", s)]
-    train_tail = ["train", "--recipe", str(recipe), *sets, "--run-dir", run_abs, "--resume", "auto"]
+    assert Path(run_abs, "logs", "4242.recipe.yaml").read_text() == resolved_path.read_text()  # and its recipe
+    train_tail = ["train", "--recipe", str(resolved_path), "--run-dir", run_abs, "--resume", "auto"]
     (srun,) = fake.calls("srun")
     pct = run_abs.replace("%", "%%")
     assert f"--output={pct}/logs/4242-restart0-node%n.log" in srun["argv"]
 
     tool = {"none": "python3", "pyxis": "python3", "apptainer": "apptainer", "docker": "docker"}[runtime]
-    (call,) = fake.calls(tool)
+    (call,) = [c for c in fake.calls(tool) if tool != "docker" or c["argv"][0] == "run"]
     argv = call["argv"]
     assert _train_tail(argv) == train_tail
-    assert "--rdzv_endpoint=n1:29742" in argv and "--nproc_per_node=3" in argv and "--nnodes=2" in argv
-    for name, value in loaded.env.items():
+    assert "--nproc_per_node=3" in argv and "--nnodes=2" in argv
+    (endpoint,) = [a for a in argv if a.startswith("--rdzv_endpoint=")]
+    assert re.fullmatch(r"--rdzv_endpoint=n1:(29[5-9]\d\d|3[01]\d\d\d)", endpoint)
+    assert not list(tmp_path.glob("wmlp-rendezvous-port-*"))  # the port's claim ends with the job
+    for name, value in job_env.items():
         assert call["env"][name] == value
     # The default run folder lies in the submit folder, which is mounted already.
-    mounts = [f"{work}:{work}", *loaded.cluster.container_mounts, mount]
+    job_mounts = [f"{p}:{p}:ro" for p in (resolved["data"]["path"], str(resolved_path),
+                                          resolved["model"]["initial_checkpoint"])]
+    mounts = [f"{work}:{work}", mount, mountable(hostile("/site")) + ":/site", *job_mounts]
+    names = [*sorted(job_env), "PYTHONUNBUFFERED", "SLURM_JOB_ID", "SLURM_RESTART_COUNT"]
     if runtime == "pyxis":
         assert f"--container-image={image}" in srun["argv"]
         assert f"--container-mounts={','.join(mounts)}" in srun["argv"]
-        names = ",".join([*sorted(loaded.env), "PYTHONUNBUFFERED"])
-        assert f"--container-env={names}" in srun["argv"]
+        assert f"--container-env={','.join(sorted(names))}" in srun["argv"]
     elif runtime == "apptainer":
-        assert argv[:2] == ["exec", "--nv"] and image in argv
+        assert argv[:3] == ["exec", "--cleanenv", "--nv"] and image in argv
         assert [argv[i + 1] for i, a in enumerate(argv) if a == "--bind"] == mounts
-        for name, value in loaded.env.items():
+        for name, value in job_env.items():
             assert call["env"][f"APPTAINERENV_{name}"] == value
     elif runtime == "docker":
         assert argv[:2] == ["run", "--rm"] and f"--runtime={loaded.image.runtime}" in argv
-        assert call["env"]["NVIDIA_VISIBLE_DEVICES"] == "0,1,2"  # from this node's Slurm GPU list
+        assert "--env=NVIDIA_VISIBLE_DEVICES=0,1,2" in argv  # from this node's Slurm GPU list
+        assert "--name=wmlp-4242-0-" + call["env"].get("SLURMD_NODENAME", os.uname().nodename.split(".")[0]) in argv
         assert argv[argv.index("--entrypoint=python3") + 1] == image
         assert [a for a in argv if a.startswith("--volume=")] == [f"--volume={m}" for m in mounts]
-        assert {f"--env={name}" for name in loaded.env} <= set(argv)
+        assert {f"--env={name}" for name in names} <= set(argv)
+        # The container goes when the step ends, whatever ended it.
+        assert [c["argv"][:2] for c in fake.calls("docker")][-1] == ["rm", "-f"]

@@ -15,6 +15,7 @@ import pytest
 
 from tests.infra.render_tools import (
     child_env,
+    local_site,
     quick_sets,
     rank_checksums,
     wmlp,
@@ -28,7 +29,9 @@ def submit(cluster: LocalSlurmCluster, workdir: Path, monkeypatch: pytest.Monkey
     """`wmlp slurm submit` from ``workdir`` against the test cluster; the job id it printed."""
     monkeypatch.chdir(workdir)
     env = {**cluster.env, **child_env()}
-    result = wmlp("slurm", "submit", "--recipe", "cpu", "--set", "cluster.cpus_per_task=2", *args, env=env)
+    site = local_site(workdir)
+    result = wmlp("slurm", "submit", "--recipe", "cpu", "--site", str(site), "--set", "cluster.cpus_per_task=2", *args,
+                  env=env)
     assert result.exit_code == 0, result.output
     job_id = result.stdout.strip()
     assert job_id.isdigit(), result.stdout
@@ -146,3 +149,71 @@ def test_trainer_started_directly_by_srun_joins_from_slurm_variables(
     assert sorted(checksums) == [0, 1] and len(set(checksums.values())) == 1, out
     env = json.loads((run_dir / "env.json").read_text())
     assert env["world_size"] == 2 and env["launcher"] == "srun"
+
+
+def render_job(folder: Path, workdir: Path, *args: str) -> Path:
+    """`wmlp slurm render -o` into ``folder`` (outside the submit folder ``workdir``); the script's path."""
+    script = folder / "job.sbatch"
+    site = local_site(workdir)
+    result = wmlp("slurm", "render", "--recipe", "cpu", "--site", str(site), "--set", "cluster.cpus_per_task=2",
+                  *args, "-o", str(script), env=child_env())
+    assert result.exit_code == 0, result.output
+    return script
+
+
+def wait_for_restart(cluster: LocalSlurmCluster, job_id: int, restart: int, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while int(cluster.job_field(job_id, "Restarts")) < restart:
+        assert time.monotonic() < deadline, f"job {job_id} not restarted {restart} times after {timeout:.0f}s"
+        time.sleep(0.5)
+
+
+def test_requeue_cap_ends_a_job_signalled_at_every_start(
+    slurm_cluster: LocalSlurmCluster,  # noqa: F811
+    demo_data: Path,  # noqa: F811
+    tmp_path: Path,
+) -> None:
+    """A job preempted at every start requeues cluster.max_requeues times, then ends with 75 and says so."""
+    run_dir = tmp_path / "run"
+    script = render_job(tmp_path / "jobs", tmp_path, "--set", "cluster.max_requeues=1", "--run-dir", str(run_dir),
+                        *quick_sets(demo_data, 400))
+    job_id = slurm_cluster.submit(script, cwd=tmp_path, env_extra=child_env())
+    steps = run_dir / "steps.jsonl"
+    for restart in (0, 1):
+        wait_for_restart(slurm_cluster, job_id, restart, timeout=120)
+        done = len(steps.read_text().splitlines()) if steps.is_file() else 0
+        wait_for_steps(steps, done + 1, slurm_cluster, job_id, timeout=300)
+        slurm_cluster.signal(job_id, "USR1", batch_only=True)
+    state = slurm_cluster.wait(job_id, timeout=300)
+    report = job_report(slurm_cluster, tmp_path, job_id)
+    assert state == "FAILED", report
+    assert slurm_cluster.job_field(job_id, "ExitCode") == "75:0", report
+    assert slurm_cluster.job_field(job_id, "Restarts") == "1", report
+    batch_log = (tmp_path / f"wmlp-cpu-{job_id}.err").read_text()
+    assert "start 0 stopped for preemption: requeued" in batch_log, report
+    assert "stopped for preemption at start 1 and reached cluster.max_requeues=1: not requeued" in batch_log, report
+    assert list((run_dir / "checkpoints").glob("last-*.pth")), report
+
+
+def test_allocation_sets_the_node_count_and_a_refused_requeue_keeps_exit_75(
+    slurm_cluster: LocalSlurmCluster,  # noqa: F811
+    demo_data: Path,  # noqa: F811
+    tmp_path: Path,
+) -> None:
+    """Rendered for one node, submitted with `sbatch -N 2 --no-requeue`: trains on two, and the requeue
+    that preemption asks for is refused by Slurm: the job says so and ends 75 with its checkpoint."""
+    run_dir = tmp_path / "run"
+    script = render_job(tmp_path / "jobs", tmp_path, "--nodes", "1", "--run-dir", str(run_dir),
+                        *quick_sets(demo_data, 400))
+    job_id = slurm_cluster.submit(script, cwd=tmp_path, env_extra=child_env(), sbatch_args=["-N", "2", "--no-requeue"])
+    steps = run_dir / "steps.jsonl"
+    wait_for_steps(steps, 2, slurm_cluster, job_id, timeout=300)
+    slurm_cluster.signal(job_id, "USR1", batch_only=True)
+    state = slurm_cluster.wait(job_id, timeout=300)
+    report = job_report(slurm_cluster, tmp_path, job_id)
+    assert state == "FAILED" and slurm_cluster.job_field(job_id, "ExitCode") == "75:0", report
+    batch_log = (tmp_path / f"wmlp-cpu-{job_id}.err").read_text()
+    assert "rendered for 1 node(s), the allocation has 2: training on 2 x 1" in batch_log, report
+    assert "scontrol requeue was refused (" in batch_log and "submit again with --run-dir" in batch_log, report
+    assert "training WaveMLP_T_dw on 2 x cpu" in (run_dir / "train.log").read_text(), report
+    assert list((run_dir / "checkpoints").glob("last-*.pth")), report

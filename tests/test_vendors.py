@@ -28,9 +28,15 @@ TABLE = ROOT / "wavemlp" / "vendors.py"
 def _rendered(*args: str) -> str:
     from tests.infra.render_tools import wmlp
 
-    result = wmlp("slurm", "render", *args)
+    result = wmlp("slurm", "render", *args, "--set", "data.path=/datasets/imagenet")
     assert result.exit_code == 0, result.output
     return result.stdout
+
+
+@pytest.fixture(autouse=True)
+def _in_tmp(tmp_path, monkeypatch):
+    """Rendering to standard output writes the resolved recipe into the current folder: not the checkout."""
+    monkeypatch.chdir(tmp_path)
 
 
 def _fake_tool(folder: Path, name: str, args: tuple[str, ...], output: str) -> Path:
@@ -142,14 +148,14 @@ def made_up(monkeypatch):
 
 def test_rendered_sbatch_takes_devices_and_variables_from_the_table(made_up):
     docker = _rendered("--recipe", "bi-v150", "--runtime", "docker")
-    assert "--runtime=iluvatar --env=ZZ_VISIBLE_DEVICES" in docker
-    assert "export ZZ_VISIBLE_DEVICES=" in docker and "IX_VISIBLE_DEVICES" not in docker
+    assert '--runtime=iluvatar --env=ZZ_VISIBLE_DEVICES="$granted"' in docker and "IX_VISIBLE_DEVICES" not in docker
     bare = _rendered("--recipe", "bi-v150", "--runtime", "docker", "--set", "image.runtime=")
-    assert "# No zz runtime: one device file by hand.\nnode_cmd+=(--device=/dev/zz0)\n" in bare
-    assert "--privileged" not in bare
+    by_hand = "# No zz runtime: one device file by hand.\nargs+=(--device=/dev/zz0)\nfor dev in /dev/zz* /dev/zzctl"
+    assert by_hand in bare
+    assert '--env=CUDA_VISIBLE_DEVICES="$granted"' in bare and "--privileged" not in bare
     apptainer = _rendered("--recipe", "bi-v150", "--runtime", "apptainer")
     assert "# ZZ devices, as this node shows them.\nfor dev in /dev/zz* /dev/zzctl; do\n" in apptainer
-    assert 'exec --zz --pwd "$work_dir"' in apptainer and "/dev/iluvatar" not in apptainer
+    assert 'exec --cleanenv --zz --pwd "$work_dir"' in apptainer and "/dev/iluvatar" not in apptainer
     # Bare metal mounts nothing; NVIDIA's runtimes bring their device files themselves.
     assert "/dev/zz" not in _rendered("--recipe", "bi-v150", "--runtime", "none")
     assert "for dev in" not in _rendered("--recipe", "a100", "--runtime", "pyxis")

@@ -115,8 +115,9 @@ VENDORS = {
         visible_devices="CUDA_VISIBLE_DEVICES",
         container_visible_devices="IX_VISIBLE_DEVICES",
         docker_runtime="iluvatar",
-        docker_without_runtime=("--privileged", "--volume=/dev:/dev"),
-        docker_without_runtime_why="No iluvatar runtime: the container gets every device file of the node.",
+        # The device files come in one by one (device_files), the visible-devices variable keeps the granted ones.
+        docker_without_runtime_why="No iluvatar runtime: this node's CoreX device files go in one by one, and "
+        "CUDA_VISIBLE_DEVICES keeps the ones Slurm granted.",
         device_files=("/dev/iluvatar*", "/dev/itrctl"),
         bind_device_files=True,
         device_files_why="CoreX devices (and the control device of newer drivers), as this node shows them.",

@@ -158,6 +158,19 @@ def rank_checksums(log_text: str) -> dict[int, str]:
     return {int(rank): digest for rank, digest in found}
 
 
+def local_site(folder: Path, **values) -> Path:
+    """A site file for the local test cluster: the default export list plus PYTHONPATH, so that trainers
+    started by Slurm import this checkout (as a site exports its own module paths)."""
+    import yaml
+
+    from wavemlp.recipe.site import DEFAULT_EXPORT
+
+    data = {"description": "the local test cluster", "export": [*DEFAULT_EXPORT, "PYTHONPATH"], **values}
+    path = folder / "local-site.yaml"
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
 def child_env() -> dict[str, str]:
     """Trainers must import this checkout's wavemlp with this interpreter."""
     path = os.pathsep.join(p for p in [str(ROOT), os.environ.get("PYTHONPATH", "")] if p)

@@ -16,6 +16,7 @@ from .jobs import launch, slurm
 from .measure import bench, profile, report
 from .recipes import recipes
 from .run import doctor, eval_cmd, smoke, train
+from .sites import sites
 
 
 @click.group(cls=KitGroup, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
@@ -24,7 +25,7 @@ def cli() -> None:
     """Train, evaluate, profile and launch Wave-MLP (CVPR 2022) on CUDA and Iluvatar CoreX clusters."""
 
 
-for _command in (train, eval_cmd, smoke, doctor, data, profile, bench, report, recipes, launch, slurm, image):
+for _command in (train, eval_cmd, smoke, doctor, data, profile, bench, report, recipes, sites, launch, slurm, image):
     cli.add_command(_command)
 
 

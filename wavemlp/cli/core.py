@@ -142,3 +142,11 @@ def write_text(path: str, text: str) -> None:
             fh.write(text)
     except OSError as exc:
         raise KitError("{}: cannot write ({})".format(path, exc.strerror)) from None
+
+
+site_option = click.option(
+    "--site",
+    metavar="NAME|FILE",
+    help="Site file: partition, account, runtime, mounts, network, ... [default: $WMLP_SITE; "
+    "names are looked up in $WMLP_SITES and ~/.config/wmlp/sites]",
+)

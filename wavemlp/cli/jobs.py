@@ -1,15 +1,18 @@
 """``wmlp launch`` (torchrun on this node) and ``wmlp slurm render|submit``. Torch-free: login nodes run them."""
 
+import hashlib
+import os
 import sys
-import tempfile
+import time
 from pathlib import Path
+from typing import Optional
 
 import click
 
-from ..render.launch import dry_run_text, plan_launch, render_launch, run_script, write_script
+from ..render.launch import dry_run_text, plan_launch, recipe_beside, run_script, write_job, write_script
 from ..render.sbatch import RUNTIMES, SlurmOptions, render_sbatch, submit
-from ..render.target import load_target
-from .core import option, recipe_options
+from ..render.target import load_target, missing_paths
+from .core import option, recipe_options, site_option
 
 _GPUS_HELP = "Devices per node, one process each [default: the recipe's hardware.devices_per_node]; " \
              "processes on the cpu recipe."
@@ -41,8 +44,8 @@ def launch(recipe, sets, nodes, gpus, node_rank, master_addr, master_port, run_d
         click.echo(dry_run_text(plan), nl=False)
         return
     if output:
-        write_script(render_launch(plan), Path(output))
-        click.echo("wrote {}".format(output), err=True)
+        write_job(plan, Path(output))
+        click.echo("wrote {} (and the resolved recipe beside it)".format(output), err=True)
         return
     click.echo("wmlp launch: {} (log: {}/logs/node{}.log)".format(plan.script_path, plan.run_dir, node_rank), err=True)
     sys.exit(run_script(plan))
@@ -53,22 +56,35 @@ def slurm_options(func):
         recipe_options,
         click.option("--nodes", default=1, show_default=True, type=click.IntRange(1), help="Nodes of the job."),
         option("--gpus", "gpus", type=click.IntRange(1), aliases=["--gpus-per-node"], help=_GPUS_HELP),
+        site_option,
         click.option("--time", help="Time limit (recipe: cluster.time)."),
-        click.option("--partition", help="Partition (recipe: cluster.partition)."),
-        click.option("--account", help="Account (recipe: cluster.account)."),
-        click.option("--qos", help="QOS (recipe: cluster.qos)."),
-        click.option("--constraint", help="Node features, e.g. 'a100|h100' (recipe: cluster.constraint)."),
-        click.option("--container-image", help="Image for pyxis, apptainer or docker (recipe: image.name:image.tag)."),
+        click.option("--partition", help="Partition (site: partition)."),
+        click.option("--account", help="Account (site: account)."),
+        click.option("--qos", help="QOS (site: qos)."),
+        click.option("--constraint", help="Node features, e.g. 'a100|h100' (site: constraint)."),
+        click.option("--exclusive", is_flag=True, default=False, help="Whole nodes (site: exclusive)."),
+        click.option("--mem", help="Memory per node, e.g. 500G; 0 = all (recipe: cluster.mem; default: not asked)."),
+        click.option(
+            "--sbatch-arg",
+            "sbatch_args",
+            multiple=True,
+            metavar="--NAME[=VALUE]",
+            help="Another sbatch option, e.g. --sbatch-arg=--reservation=x; repeatable (site: sbatch_args).",
+        ),
+        click.option(
+            "--container-image",
+            help="Image for pyxis, apptainer or docker (site: image_prefix + recipe: image.name:image.tag).",
+        ),
         click.option(
             "--container-mounts",
             multiple=True,
             metavar="SRC:DST[,SRC:DST]",
-            help="Extra mounts; repeatable (recipe: cluster.container_mounts).",
+            help="Extra mounts; repeatable (site: mounts).",
         ),
         click.option(
             "--runtime",
             type=click.Choice(RUNTIMES),
-            help="Container runtime on the nodes (recipe: cluster.container_runtime).",
+            help="Container runtime on the nodes (site: runtime; default none).",
         ),
         click.option("--run-dir", help="Run folder (default: <train.output>/<experiment or recipe>-<job id>)."),
     ]
@@ -77,9 +93,23 @@ def slurm_options(func):
     return func
 
 
-def _render(recipe, sets, gpus, container_mounts, **flags) -> str:
-    opts = SlurmOptions(gpus_per_node=gpus, container_mounts=tuple(container_mounts), **flags)
-    return render_sbatch(load_target(recipe, sets), opts)
+def _render(recipe, sets, site, gpus, container_mounts, sbatch_args, script: Optional[Path], **flags) -> str:
+    """The script to be kept at ``script``; the resolved recipe it trains from is written beside it
+    (for a script printed to standard output: in this folder, named by recipe and content)."""
+    target = load_target(recipe, sets, site)
+    if script is None:
+        digest = hashlib.sha256(target.resolved_text().encode("utf-8")).hexdigest()[:10]
+        recipe_path = Path("wmlp-{}-{}.recipe.yaml".format(target.name, digest)).absolute()
+    else:
+        recipe_path = recipe_beside(script)
+    opts = SlurmOptions(gpus_per_node=gpus, container_mounts=tuple(container_mounts), recipe_path=str(recipe_path),
+                        sbatch_args=tuple(sbatch_args), **flags)
+    text = render_sbatch(target, opts)
+    for line in missing_paths(target.recipe):
+        click.echo("wmlp: warning: " + line, err=True)
+    target.write_resolved(recipe_path)
+    click.echo("wrote the resolved recipe {}".format(recipe_path), err=True)
+    return text
 
 
 @click.group()
@@ -92,7 +122,7 @@ def slurm() -> None:
 @option("-o", "--output", default="-", show_default=True, help="File to write ('-': standard output).")
 def slurm_render(recipe, sets, output, **flags) -> None:
     """Write the batch script of a recipe (sbatch it as it is)."""
-    text = _render(recipe, sets, **flags)
+    text = _render(recipe, sets, script=None if output == "-" else Path(output), **flags)
     if output == "-":
         click.echo(text, nl=False)
     else:
@@ -105,9 +135,12 @@ def slurm_render(recipe, sets, output, **flags) -> None:
 @option("-o", "--output", help="Also keep the script in this file (the job keeps a copy in its run folder).")
 def slurm_submit(recipe, sets, output, **flags) -> None:
     """Render the batch script, submit it with `sbatch --parsable`, print the job id."""
-    text = _render(recipe, sets, **flags)
     if output:
-        click.echo(submit(str(write_script(text, Path(output)))))
-        return
-    with tempfile.TemporaryDirectory(prefix="wmlp-sbatch-") as tmp:
-        click.echo(submit(str(write_script(text, Path(tmp) / "job.sbatch"))))
+        script = Path(output)
+    else:
+        # Kept with the run folders, not in a temporary folder: the job reads the recipe beside it.
+        loaded = load_target(recipe, sets, flags["site"])
+        stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime())
+        script = Path(loaded.recipe.train.output) / "jobs" / "{}-{}-{}.sbatch".format(loaded.name, stamp, os.getpid())
+    text = _render(recipe, sets, script=script, **flags)
+    click.echo(submit(str(write_script(text, script))))

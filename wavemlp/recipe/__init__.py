@@ -15,9 +15,15 @@ from .loader import (
     validate,
 )
 from .schema import Recipe, seed_flag_table
+from .site import NO_SITE, LoadedSite, SiteCfg, available_sites, load_site
 
 __all__ = [
+    "NO_SITE",
     "LoadedRecipe",
+    "LoadedSite",
+    "SiteCfg",
+    "available_sites",
+    "load_site",
     "Recipe",
     "RecipeError",
     "dump_recipe",

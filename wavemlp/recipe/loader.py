@@ -17,7 +17,7 @@ import yaml
 
 from ..errors import KitError
 from ..resources import resource_dir
-from .schema import Recipe
+from .schema import SITE_KEYS, Recipe
 
 SUFFIXES = (".yaml", ".yml")
 
@@ -222,6 +222,11 @@ def _build(cls, data: Any, where: str):
     for key, value in data.items():
         path = f"{where}.{key}" if where else str(key)
         if key not in fields:
+            if path in SITE_KEYS:
+                raise RecipeError(
+                    f"{path}: a site setting: put it in a site file as '{SITE_KEYS[path]}' (wmlp sites), "
+                    "or pass the flag to wmlp slurm"
+                )
             close = difflib.get_close_matches(str(key), list(fields), n=1)
             hint = f" (did you mean '{close[0]}'?)" if close else ""
             raise RecipeError(f"{path}: unknown key{hint}")
@@ -285,11 +290,16 @@ class LoadedRecipe(typing.NamedTuple):
     overrides: List[str]
 
 
-def load_recipe(ref, overrides: Sequence[str] = ()) -> LoadedRecipe:
-    """Read, merge, override and validate a recipe given by path or shipped name."""
+def load_recipe(ref, overrides: Sequence[str] = (), overlay: Optional[Dict[str, Any]] = None) -> LoadedRecipe:
+    """Read, merge, override and validate a recipe given by path or shipped name.
+
+    ``overlay`` (a site's contribution, e.g. its env) goes over the file chain and under ``--set``:
+    what the user types last wins."""
     path = find_recipe(str(ref))
     data, chain = read_chain(path)
     data.pop("extends", None)
+    if overlay:
+        data = deep_merge(data, overlay)
     data = apply_overrides(data, overrides)
     source = str(path) if not overrides else "{} (with --set {})".format(path, " ".join(overrides))
     return LoadedRecipe(validate(data, source), path.stem, chain, list(overrides))

@@ -203,27 +203,35 @@ class ImageCfg:
 
 @dataclass
 class ClusterCfg:
-    partition: str = setting("", "Slurm partition ('' = cluster default)", "")
+    """The job's shape, which follows from the model and its hardware. Where the job runs (partition,
+    account, container runtime, mounts, network) belongs to a site file, not here (``wmlp sites``)."""
+
     time: str = setting("24:00:00", "time limit", "")
-    account: str = setting("", "Slurm account", "")
-    qos: str = setting("", "Slurm QOS", "")
-    constraint: str = setting("", "node feature constraint", "")
     gpu_request: str = setting(
         "gres",
-        "how GPUs are asked for: gres (--gres=gpu:N) or gpus-per-node",
+        "how GPUs are asked for: gres (--gres=gpu:N), gpus-per-node or none (a site file may override)",
         "",
         choices=["gres", "gpus-per-node", "none"],
     )
     cpus_per_task: int = setting(16, "CPUs per node task", "", range=(1, 4096))
-    mem: str = setting("0", "memory per node ('0' = all)", "")
+    mem: str = setting("", "memory per node, e.g. 500G ('' = the partition's default; '0' = all of it)", "")
     signal: str = setting("USR1", "signal Slurm sends before the time limit", "")
     signal_grace: int = setting(120, "seconds between that signal and the time limit", "", range=(1, 86_400))
     requeue: bool = setting(True, "requeue the job after a preemption checkpoint", "")
-    container_runtime: str = setting(
-        "none", "pyxis, apptainer, docker or none", "", choices=["none", "pyxis", "apptainer", "docker"]
-    )
-    container_mounts: List[str] = setting(None, "host:container mounts", "", factory=list)
-    master_port: int = setting(29500, "rendezvous port", "", range=(1024, 65535))
+    max_requeues: int = setting(10, "requeues before the job stops asking for more", "", range=(0, 10_000))
+    master_port: int = setting(29500, "first rendezvous port tried (a free one is taken at run time)", "",
+                               range=(1024, 65535))
+
+
+# Keys that moved from recipes to site files: an old recipe gets told where they went.
+SITE_KEYS = {
+    "cluster.partition": "partition",
+    "cluster.account": "account",
+    "cluster.qos": "qos",
+    "cluster.constraint": "constraint",
+    "cluster.container_runtime": "runtime",
+    "cluster.container_mounts": "mounts",
+}
 
 
 @dataclass

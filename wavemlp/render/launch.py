@@ -36,6 +36,12 @@ class LaunchPlan(NamedTuple):
         return ["bash", str(self.script_path)]
 
 
+def recipe_beside(script: Path) -> Path:
+    """The resolved recipe a script trains from: beside it, ``job.sh`` -> ``job.recipe.yaml``."""
+    script = Path(script).absolute()
+    return script.with_name(script.name.rsplit(".", 1)[0] + ".recipe.yaml")
+
+
 def plan_launch(
     target: Target,
     nodes: int = 1,
@@ -67,8 +73,10 @@ def plan_launch(
                       list(extra_args))
 
 
-def render_launch(plan: LaunchPlan) -> str:
+def render_launch(plan: LaunchPlan, script: Optional[Path] = None) -> str:
+    """The script for ``script`` (default: the plan's own path); it trains from the recipe beside it."""
     t = plan.target
+    recipe_path = recipe_beside(script or plan.script_path)
     return render(
         "launch",
         TEMPLATE,
@@ -80,16 +88,23 @@ def render_launch(plan: LaunchPlan) -> str:
         env=t.env,
         endpoint="{}:{}".format(plan.master_addr, int(plan.master_port)),
         rdzv_id="wmlp-" + job_name(Path(plan.run_dir).name),
-        train_args=t.train_args(),
+        recipe_path=str(recipe_path),
+        train_args=t.train_args(recipe_path),
         extra_args=plan.extra_args,
     )
 
 
 def dry_run_text(plan: LaunchPlan) -> str:
     """The script, then the command that would run it, as comments (the whole stays a valid script)."""
-    return "{}\n# wmlp launch --dry-run: would write the script above to {} and run\n#   {}\n".format(
-        render_launch(plan), quote_all([str(plan.script_path)]), quote_all(plan.command())
-    )
+    return "{}\n# wmlp launch --dry-run: would write the script above to {}, the resolved recipe to {}, and run\n" \
+        "#   {}\n".format(render_launch(plan), quote_all([str(plan.script_path)]),
+                         quote_all([str(recipe_beside(plan.script_path))]), quote_all(plan.command()))
+
+
+def write_job(plan: LaunchPlan, path: Path) -> Path:
+    """The script and, beside it, the resolved recipe it trains from."""
+    plan.target.write_resolved(recipe_beside(path))
+    return write_script(render_launch(plan, path), path)
 
 
 def write_script(text: str, path: Path) -> Path:
@@ -101,7 +116,7 @@ def write_script(text: str, path: Path) -> Path:
 
 def run_script(plan: LaunchPlan) -> int:
     """Write the script into the run folder and run it; its exit status (128+N for signal N) is returned."""
-    write_script(render_launch(plan), plan.script_path)
+    write_job(plan, plan.script_path)
     env = dict(os.environ)
     env.setdefault("WMLP_PYTHON", sys.executable)
     return run_forwarding(plan.command(), env)

@@ -2,6 +2,7 @@
 # wavemlp-kit: node 1 of 2 (16 processes each), recipe bi-v150.
 # Written by `wmlp launch`; run it as `bash THIS_FILE [more train arguments]` on node 1, or
 # render again rather than edit. Every value below is shell-quoted: this file runs nothing but torchrun.
+# It trains from the resolved recipe /shared/jobs/script.recipe.yaml (written beside it, every value fixed).
 # SC2016: values are single-quoted on purpose; a $ or a backquote in one is data, never expanded.
 # shellcheck disable=SC2016
 set -euo pipefail
@@ -36,7 +37,7 @@ status=0
     --rdzv_endpoint=node001:29500 \
     --rdzv_id=wmlp-wavemlp \
     -m wavemlp.cli train \
-    --recipe bi-v150 \
+    --recipe /shared/jobs/script.recipe.yaml \
     --run-dir "$run_dir" \
     --resume auto \
     "$@" 2>&1 | tee -a -- "$log" || status=$?
