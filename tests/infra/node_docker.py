@@ -2,8 +2,10 @@
 
 The fake nodes of tests/infra/slurm.py are all this one host. A job's containers must still tell the
 nodes apart, as on a real cluster: each node here gets its own dockerd, started in a UTS namespace of its
-own whose host name is the node's, so that its ``--network=host`` containers report ``n1``, ``n2`` (and
-resolve to the node's own loopback address, see ``slurm.node_address``). The cluster's TaskProlog points
+own whose host name is the node's, so that its ``--network=host`` containers report ``n1``, ``n2``, and
+in a mount namespace of its own whose /etc/hosts names each node by its own loopback address
+(``slurm.node_address``, ``NodeDockerEngines.hosts_text``): host-network containers copy the engine's
+/etc/hosts, and resolve each name to itself, backwards too. The cluster's TaskProlog points
 every task on node nK at node K's engine (``DOCKER_HOST``), through the sockets in
 ``cluster.node_docker_dir``. Images reach the engines through ``docker save | docker load``.
 
@@ -30,7 +32,7 @@ from pathlib import Path
 import pytest
 
 from tests.infra.docker import missing_tools, remove_engine_root, start_dockerd, stop_dockerd, unavailable
-from tests.infra.slurm import LocalSlurmCluster
+from tests.infra.slurm import HOSTS_FILE, HOSTS_MARK, LocalSlurmCluster
 
 __all__ = ["NODES", "NodeDockerEngines", "NodeEngine", "node_docker_engines"]
 
@@ -103,16 +105,27 @@ class NodeDockerEngines:
             self._remove_roots()
             self.sockets.mkdir(parents=True)
             self.sockets.chmod(0o755)
+            hosts = self.sockets / "hosts"
+            hosts.write_text(self.hosts_text())
             for node in self.nodes:
                 root = self.sockets / node
                 data = self.keep_data / node if self.keep_data else root / "data"
                 socket = self.sockets / f"{node}.sock"
-                proc, _ = start_dockerd(root, socket=socket, hostname=node, data_root=data)
+                proc, _ = start_dockerd(root, socket=socket, hostname=node, data_root=data, hosts_file=hosts)
                 self.engines[node] = NodeEngine(node, root, data, socket, proc)
         except BaseException:
             self.stop()
             raise
         return self
+
+    def hosts_text(self) -> str:
+        """The engines' /etc/hosts: this cluster's node lines, then the host's own lines but those of any test
+        cluster. On this shared host, another session's cluster may name n1..n4 with other addresses in
+        /etc/hosts (or with 127.0.0.1, as older versions of tests/infra/slurm.py did); name lookups return
+        every address a name has there and prefer 127.0.0.1, so n2 would be ``localhost`` again inside the
+        containers. The engines' copy leaves those lines out."""
+        own = [line for line in HOSTS_FILE.read_text().splitlines() if HOSTS_MARK not in line]
+        return "".join(f"{line}\n" for line in [*self.cluster.hosts_lines(), *own])
 
     def stop(self) -> None:
         """Remove every container, stop the engines, unmount and delete their folders. Safe to repeat."""
