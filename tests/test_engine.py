@@ -14,6 +14,7 @@ import torch
 
 from wavemlp.engine.checkpoint import CheckpointManager, load_state
 from wavemlp.engine.records import read_jsonl
+from wavemlp.engine.signals import exit_file
 
 from .conftest import wmlp_train
 
@@ -211,6 +212,7 @@ def test_nonfinite_loss_stops_with_clear_message_and_keeps_checkpoint(wmlp_exe, 
     last = CheckpointManager(run).last_files()[0]
     assert f"last good checkpoint is {last}" in out.stderr and "non-finite loss" in out.stderr
     assert torch.isfinite(torch.stack([t.float().sum() for t in load_state(last)["state_dict"].values()])).all()
+    assert exit_file(run, 0).read_text() == "3\n"  # for launch scripts: torchrun would report 1
 
 
 def test_resume_with_another_optimizer_is_refused(wmlp_exe, mini_data, tmp_path):
@@ -225,6 +227,7 @@ def test_fresh_start_refuses_a_run_folder_with_checkpoints(wmlp_exe, mini_data, 
     wmlp_train(wmlp_exe, mini_data, run, "train.epochs=1", "train.max_steps_per_epoch=1")
     out = wmlp_train(wmlp_exe, mini_data, run, "train.epochs=1", check=False)
     assert out.returncode == 2 and "--resume auto" in out.stderr and out.stderr.count("\n") == 1
+    assert exit_file(run, 0).read_text() == "2\n"  # for launch scripts: torchrun would report 1
 
 
 @pytest.mark.parametrize(

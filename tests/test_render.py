@@ -219,7 +219,11 @@ def test_launch_defaults_work_as_typed(tmp_path: Path) -> None:
     assert result.exit_code == 0, result.output
     assert "--nproc_per_node=8" in result.stdout and "recipe imagenet." in result.stdout
     assert f"--recipe {Path.cwd()}/runs/imagenet/launch-node0.recipe.yaml" in result.stdout
-    assert "--rdzv_endpoint=127.0.0.1:29500" in result.stdout
+    # One node: torchrun's standalone rendezvous on a free port, unless a port is given.
+    assert "--standalone" in result.stdout and "--rdzv_endpoint" not in result.stdout
+    port = wmlp("launch", "--nodes", "1", "--master-port", "29600", "--dry-run")
+    assert port.exit_code == 0 and "--rdzv_endpoint=127.0.0.1:29600" in port.stdout
+    assert "--standalone" not in port.stdout
     two = wmlp("launch", "--nodes", "2", "--gpus", "8", "--dry-run")
     assert two.exit_code == 2 and "--master-addr: required with --nodes 2" in two.stderr
     assert wmlp("launch", "--nodes", "2", "--node-rank", "2", "--master-addr", "h", "--dry-run").exit_code == 2
@@ -427,7 +431,9 @@ def test_hostile_values_reach_the_launch_command_byte_for_byte(tmp_path: Path) -
     run_dir = hostile("run")
     extra = [hostile("extra"), "--set", "x=$(touch PWNED)"]
     script = work / "launch.sh"
-    result = wmlp("launch", "--recipe", str(recipe), "--master-addr", hostile("addr"), "--run-dir", run_dir,
+    # With a port: on one node, no port means torchrun's standalone rendezvous, which takes no address.
+    result = wmlp("launch", "--recipe", str(recipe), "--master-addr", hostile("addr"), "--master-port", "29500",
+                  "--run-dir", run_dir,
                   *[a for s in HOSTILE_SETS for a in ("--set", s)], "-o", str(script), "--", *extra)
     assert result.exit_code == 0, result.output
     shellcheck(script)
@@ -526,3 +532,27 @@ def test_hostile_values_reach_the_sbatch_commands_byte_for_byte(runtime: str, tm
         assert {f"--env={name}" for name in names} <= set(argv)
         # The container goes when the step ends, whatever ended it.
         assert [c["argv"][:2] for c in fake.calls("docker")][-1] == ["rm", "-f"]
+
+
+def test_containers_get_every_path_the_job_reads(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Data set, resolved recipe, initial checkpoint and released weights' folder, each at its own path;
+    relative paths made absolute at render time; a bare-metal job mounts nothing."""
+    monkeypatch.setenv("WAVEMLP_PRETRAINED_DIR", "/shared/weights")
+    (tmp_path / "ckpt.pth").write_bytes(b"")
+    args = ["slurm", "render", "--recipe", "cpu", "--set", "data.path=digits", "--set", "model.pretrained=true",
+            "--set", "model.initial_checkpoint=ckpt.pth"]
+    result = wmlp(*args, "--runtime", "docker", "-o", str(tmp_path / "jobs" / "j.sbatch"))
+    assert result.exit_code == 0, result.output
+    assert f"data.path: {tmp_path}/digits does not exist on this host" in result.stderr  # a warning, not an error
+    text = (tmp_path / "jobs" / "j.sbatch").read_text()
+    recipe = tmp_path / "jobs" / "j.recipe.yaml"
+    paths = [f"{tmp_path}/digits", str(recipe), f"{tmp_path}/ckpt.pth", "/shared/weights"]
+    assert "mounts+=(" + " ".join(f"{p}:{p}:ro" for p in paths) + ")\n" in text
+    resolved = yaml.safe_load(recipe.read_text())
+    assert resolved["data"]["path"] == f"{tmp_path}/digits"
+    assert resolved["model"]["initial_checkpoint"] == f"{tmp_path}/ckpt.pth"
+    assert resolved["env"]["WAVEMLP_PRETRAINED_DIR"] == "/shared/weights"
+    bare = wmlp(*args, "--runtime", "none", "-o", str(tmp_path / "jobs" / "b.sbatch"))
+    assert bare.exit_code == 0 and "mounts" not in (tmp_path / "jobs" / "b.sbatch").read_text()
+    colon = wmlp("slurm", "render", "--recipe", "cpu", "--runtime", "pyxis", "--set", "data.path=/a:b")
+    assert colon.exit_code == 2 and colon.stderr.startswith("wmlp: error: data.path: /a:b holds ',' ':'")

@@ -175,3 +175,38 @@ def child_env() -> dict[str, str]:
     """Trainers must import this checkout's wavemlp with this interpreter."""
     path = os.pathsep.join(p for p in [str(ROOT), os.environ.get("PYTHONPATH", "")] if p)
     return {"PYTHONPATH": path, "WMLP_PYTHON": sys.executable}
+
+
+# --- real processes: waiting for progress, finding leftovers ------------------------------------------
+
+
+def wait_for_lines(path: Path, count: int, proc: subprocess.Popen, timeout: float, output: Path | None = None) -> None:
+    """Poll ``path`` until it has ``count`` lines; fail early if ``proc`` ends first (showing ``output``, the
+    file its output goes to, or its stdout pipe)."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while not (path.is_file() and len(path.read_text().splitlines()) >= count):
+        if proc.poll() is not None:
+            out = output.read_text(errors="replace") if output else (proc.stdout.read() if proc.stdout else "")
+            pytest.fail(f"exited {proc.returncode} before {path} had {count} lines:\n{out}")
+        if time.monotonic() > deadline:
+            proc.kill()
+            pytest.fail(f"{path} has fewer than {count} lines after {timeout:.0f}s")
+        time.sleep(0.1)
+
+
+def processes_mentioning(text: str) -> dict[int, str]:
+    """Live processes (zombies aside) whose command line contains ``text``: pid -> command line."""
+    found = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        try:
+            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            state = (entry / "stat").read_text().rsplit(")", 1)[1].split()[0]
+        except OSError:
+            continue
+        if text in cmdline and state != "Z":
+            found[int(entry.name)] = cmdline
+    return found

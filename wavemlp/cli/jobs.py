@@ -10,9 +10,11 @@ from typing import Optional
 import click
 
 from ..render.launch import dry_run_text, plan_launch, recipe_beside, run_script, write_job, write_script
-from ..render.sbatch import RUNTIMES, SlurmOptions, render_sbatch, submit
+from ..render.sbatch import RUNTIMES, SlurmOptions, render_sbatch, submit_parsable
 from ..render.target import load_target, missing_paths
 from .core import option, recipe_options, site_option
+from .slurm_jobs import COMMANDS as _JOB_COMMANDS
+from .slurm_jobs import record_job
 
 _GPUS_HELP = "Devices per node, one process each [default: the recipe's hardware.devices_per_node]; " \
              "processes on the cpu recipe."
@@ -26,7 +28,11 @@ _GPUS_HELP = "Devices per node, one process each [default: the recipe's hardware
 @click.option(
     "--master-addr", envvar="MASTER_ADDR", help="Address of the rank-0 node (required with --nodes > 1)."
 )
-@click.option("--master-port", type=click.IntRange(1, 65535), help="Rendezvous port (recipe: cluster.master_port).")
+@click.option(
+    "--master-port",
+    type=click.IntRange(1, 65535),
+    help="Rendezvous port (recipe: cluster.master_port). With --nodes 1 and no port, torchrun picks a free one.",
+)
 @click.option("--run-dir", help="Run folder (default: <train.output>/<train.experiment or recipe name>).")
 @click.option("--dry-run", is_flag=True, help="Print the script and the command that would run it; run nothing.")
 @option("-o", "--output", type=click.Path(dir_okay=False), help="Write the script to this file; run nothing.")
@@ -34,7 +40,8 @@ _GPUS_HELP = "Devices per node, one process each [default: the recipe's hardware
 def launch(recipe, sets, nodes, gpus, node_rank, master_addr, master_port, run_dir, dry_run, output, train_args):
     """Train on this node with torchrun (one process per device; run it on every node with its --node-rank).
 
-    Arguments after `--` go to `wmlp train`. The exit status is the launcher's.
+    Arguments after `--` go to `wmlp train`. The exit status is the trainers' (0, 2 bad input, 3 non-finite
+    loss, 75 stopped with a checkpoint), else torchrun's. TERM or Ctrl-C makes the trainers checkpoint and stop.
     """
     if dry_run and output:
         raise click.UsageError("--dry-run and -o/--output exclude each other")
@@ -143,4 +150,11 @@ def slurm_submit(recipe, sets, output, **flags) -> None:
         stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime())
         script = Path(loaded.recipe.train.output) / "jobs" / "{}-{}-{}.sbatch".format(loaded.name, stamp, os.getpid())
     text = _render(recipe, sets, script=script, **flags)
-    click.echo(submit(str(write_script(text, script))))
+    parsable = submit_parsable(str(write_script(text, script)))
+    record_job(recipe, sets, flags["site"], flags["run_dir"], parsable, script, recipe_beside(script),
+               flags["sbatch_args"])
+    click.echo(parsable.split(";", 1)[0])
+
+
+for _command in _JOB_COMMANDS:
+    slurm.add_command(_command)

@@ -40,15 +40,40 @@ def default_run_dir(recipe, recipe_name: str) -> Path:
     help="auto: newest valid checkpoint in the run folder; none: fresh [default: train.resume].",
 )
 def train(recipe, sets, data_path, run_dir, resume) -> None:
-    """Train a model from a recipe. Exits 75 after a preemption checkpoint (requeue and --resume auto)."""
-    from ..engine.trainer import train as run_training
-    from ..recipe import load_recipe
+    """Train a model from a recipe. Exits 75 after a preemption checkpoint (requeue and --resume auto).
 
-    overrides = list(sets) + (["data.path={}".format(data_path)] if data_path else [])
-    loaded = load_recipe(recipe, overrides)
-    run_dir = run_dir or default_run_dir(loaded.recipe, loaded.name)
-    resume = resume if resume is not None else loaded.recipe.train.resume
-    sys.exit(run_training(loaded.recipe, run_dir, resume=resume, recipe_name=loaded.name, argv=sys.argv))
+    Exit status: 0 done, 2 bad input, 3 non-finite loss, 75 stopped with a checkpoint; each rank also
+    records it in <run folder>/.exit/rank<R> for launch scripts (see wavemlp.engine.signals).
+    """
+    from ..engine.signals import BAD_INPUT_EXIT_CODE, record_exit
+    from ..errors import KitError
+
+    rank = _rank_from_environment()
+    try:
+        from ..engine.trainer import train as run_training
+        from ..recipe import load_recipe
+
+        overrides = list(sets) + (["data.path={}".format(data_path)] if data_path else [])
+        loaded = load_recipe(recipe, overrides)
+        run_dir = run_dir or default_run_dir(loaded.recipe, loaded.name)
+        resume = resume if resume is not None else loaded.recipe.train.resume
+        code = run_training(loaded.recipe, run_dir, resume=resume, recipe_name=loaded.name, argv=sys.argv,
+                            recipe_file=loaded.chain[-1])
+    except KitError:
+        record_exit(run_dir, rank, BAD_INPUT_EXIT_CODE)  # KitGroup prints it and exits with that status
+        raise
+    record_exit(run_dir, rank, code)
+    sys.exit(code)
+
+
+def _rank_from_environment() -> int:
+    """This process's global rank as wavemlp.engine.distributed.from_environment finds it, without torch."""
+    env = os.environ
+    if "RANK" in env and "WORLD_SIZE" in env:
+        return int(env["RANK"])
+    if "SLURM_PROCID" in env and int(env.get("SLURM_NTASKS", "1")) > 1:
+        return int(env["SLURM_PROCID"])
+    return 0
 
 
 @click.command("eval")

@@ -5,8 +5,10 @@ loader has already validated, plus the model's input size: nothing here checks t
 Batches are ``(images, targets, n_skipped)`` (see :func:`~wavemlp.data.dataset.collate_skip_bad`).
 """
 
+import contextlib
 import random
-from typing import Dict, Optional
+import signal
+from typing import Dict, Iterator, Optional
 
 import numpy as np
 import torch
@@ -141,6 +143,74 @@ def seed_worker(worker_id: int) -> None:
     np.random.seed(seed)
 
 
+# Signals that ask the trainer to stop (Ctrl-C, scancel, torchrun, Slurm's --signal). Slurm and a terminal
+# send them to every process of the job or foreground group, data-loader workers included; torch's worker
+# dies of TERM unless its parent sent it. A dead worker kills the trainer mid-step (``DataLoader worker
+# (pid N) is killed by signal``) before it can checkpoint, so workers ignore these signals and leave the
+# stop to the trainer, which then shuts them down itself (see :func:`close_loader`).
+WORKER_IGNORED_SIGNALS = tuple(
+    getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGUSR1", "SIGUSR2") if hasattr(signal, name)
+)
+_CAN_MASK = hasattr(signal, "pthread_sigmask")
+
+
+def init_worker(worker_id: int) -> None:
+    """Every worker's ``worker_init_fn``: ignore the stop signals, then seed (:func:`seed_worker`).
+
+    The worker was forked with those signals blocked (:func:`_stop_signals_blocked`): one sent while it
+    started is pending, and ignoring it before unblocking discards it instead of killing the worker.
+    """
+    for sig in WORKER_IGNORED_SIGNALS:
+        signal.signal(sig, signal.SIG_IGN)
+    if _CAN_MASK:
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, WORKER_IGNORED_SIGNALS)
+    seed_worker(worker_id)
+
+
+@contextlib.contextmanager
+def _stop_signals_blocked(active: bool) -> Iterator[None]:
+    """Hold the stop signals back from this thread while it starts workers (they inherit the mask);
+    the parent handles any that arrived when they are unblocked on the way out."""
+    if not (active and _CAN_MASK):
+        yield
+        return
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, WORKER_IGNORED_SIGNALS)
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+
+
+class KitDataLoader(DataLoader):
+    """A DataLoader whose workers start with the stop signals blocked (see :func:`init_worker`)."""
+
+    def __iter__(self):
+        with _stop_signals_blocked(self.num_workers > 0):
+            return super().__iter__()
+
+
+def close_loader(loader, timeout_s: float = 10.0) -> None:
+    """Stop a loader's worker processes now, persistent ones included, instead of at garbage collection.
+
+    torch asks each worker to finish and then terminates laggards with SIGTERM, which our workers
+    ignore: any still alive after ``timeout_s`` is killed, so that exiting never waits on a stuck one.
+    Uses torch's iterator internals where they exist (torch 1.13..2.x); otherwise does nothing.
+    """
+    iterator = getattr(loader, "_iterator", None)
+    if iterator is None:
+        return
+    loader._iterator = None
+    workers = list(getattr(iterator, "_workers", []))
+    shutdown = getattr(iterator, "_shutdown_workers", None)
+    if shutdown is not None:
+        shutdown()
+    for w in workers:
+        w.join(timeout_s)
+        if w.is_alive():
+            w.kill()
+            w.join(timeout_s)
+
+
 def build_loader(
     dataset,
     sampler,
@@ -159,6 +229,7 @@ def build_loader(
     draws its workers' base seed from its own generator (seeded with ``seed``; pass 42 + rank), so
     starting an epoch does not consume the global torch RNG. ``persistent_workers`` and
     ``prefetch_factor`` are only passed with ``workers > 0`` (torch 1.13 rejects them otherwise).
+    Workers ignore the stop signals (:func:`init_worker`); :func:`close_loader` ends them.
     """
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
@@ -174,11 +245,11 @@ def build_loader(
         pin_memory=bool(pin_memory),
         drop_last=bool(drop_last) and bool(is_training),
         collate_fn=collate_skip_bad,
-        worker_init_fn=seed_worker,
+        worker_init_fn=init_worker,
         generator=generator,
     )
     if workers > 0:
         kwargs["persistent_workers"] = bool(persistent_workers)
         if prefetch_factor is not None:
             kwargs["prefetch_factor"] = int(prefetch_factor)
-    return DataLoader(dataset, **kwargs)
+    return KitDataLoader(dataset, **kwargs)

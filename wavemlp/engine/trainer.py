@@ -51,6 +51,13 @@ def weights_checksum(model: nn.Module) -> str:
     return h.hexdigest()
 
 
+def file_sha256(path: Path) -> Optional[str]:
+    try:
+        return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+    except OSError:
+        return None
+
+
 class Trainer:
     def __init__(
         self,
@@ -59,12 +66,16 @@ class Trainer:
         resume: str = "",
         recipe_name: str = "recipe",
         argv: Optional[List[str]] = None,
+        recipe_file: Optional[Path] = None,
     ):
         self.recipe = recipe
         self.run_dir = Path(run_dir)
         self.resume = resume
         self.recipe_name = recipe_name
         self.argv = list(argv if argv is not None else sys.argv)
+        # The file the recipe was read from (a resolved recipe beside a launch script, or a shipped one).
+        self.recipe_file = Path(recipe_file).absolute() if recipe_file is not None else None
+        self.recipe_sha256 = file_sha256(self.recipe_file) if self.recipe_file is not None else None
 
     # --- set-up -----------------------------------------------------------------------------------
     def _setup(self) -> None:
@@ -215,6 +226,7 @@ class Trainer:
 
         env = capture_environment(self.device_info.to_dict())
         env.update(world_size=self.dist.world_size, precision=self.precision, launcher=self.dist.launcher)
+        env.update(recipe_file=str(self.recipe_file) if self.recipe_file else None, recipe_sha256=self.recipe_sha256)
         (self.run_dir / "env.json").write_text(json.dumps(env, indent=2))
 
     # --- the loop ---------------------------------------------------------------------------------
@@ -226,6 +238,8 @@ class Trainer:
             self.best_metric = None
             pos = self._restore()
             self._write_run_files()
+            if self.recipe_file is not None:
+                self.log.info(f"recipe {self.recipe_file} sha256 {self.recipe_sha256}")
             self.log.info(
                 f"training {self.recipe.model.name} on {self.dist.world_size} x {self.device.type} "
                 f"({self.device_info.vendor}, {self.precision}), {self.steps_per_epoch} steps/epoch, "
@@ -235,9 +249,20 @@ class Trainer:
             self.log.info(f"rank {self.dist.rank} weights sha256 {weights_checksum(self.model)}", all_ranks=True)
             return code
         finally:
+            self._close_loaders()
             self.stop.uninstall()
             self.log.close()
             distributed.shutdown()
+
+    def _close_loaders(self) -> None:
+        """End the data-loader workers here: persistent ones would otherwise outlive a stopped loop until
+        garbage collection, and they ignore the SIGTERM torch sends laggards (see wavemlp.data.loader)."""
+        from ..data import close_loader
+
+        for name in ("train_loader", "val_loader"):
+            loader = getattr(self, name, None)
+            if loader is not None:
+                close_loader(loader)
 
     def _loop(self, pos: Position) -> int:
         if pos.epoch > 0 or pos.step > 0:
@@ -409,6 +434,11 @@ class Trainer:
 
 
 def train(
-    recipe: Recipe, run_dir: Path, resume: str = "", recipe_name: str = "recipe", argv: Optional[List[str]] = None
+    recipe: Recipe,
+    run_dir: Path,
+    resume: str = "",
+    recipe_name: str = "recipe",
+    argv: Optional[List[str]] = None,
+    recipe_file: Optional[Path] = None,
 ) -> int:
-    return Trainer(recipe, run_dir, resume, recipe_name, argv).run()
+    return Trainer(recipe, run_dir, resume, recipe_name, argv, recipe_file).run()

@@ -22,8 +22,8 @@ class LaunchPlan(NamedTuple):
     nodes: int
     gpus: int
     node_rank: int
-    master_addr: str
-    master_port: int
+    master_addr: Optional[str]
+    master_port: Optional[int]  # None: standalone (one node, a free port)
     run_dir: str
     extra_args: List[str]
 
@@ -34,6 +34,11 @@ class LaunchPlan(NamedTuple):
 
     def command(self) -> List[str]:
         return ["bash", str(self.script_path)]
+
+    @property
+    def standalone(self) -> bool:
+        """One node and no --master-port: torchrun's standalone rendezvous (see :func:`plan_launch`)."""
+        return self.master_port is None
 
 
 def recipe_beside(script: Path) -> Path:
@@ -60,6 +65,10 @@ def plan_launch(
         gpus = target.recipe.hardware.devices_per_node
     if gpus < 1:
         raise RenderError("--gpus: {} is not a process count (1 or more)".format(gpus))
+    if nodes == 1 and master_port is None:
+        # torchrun's standalone rendezvous: a free local port, so that two launches on one host never join
+        # each other's (a fixed port would); --master-addr alone changes nothing on one node.
+        return LaunchPlan(target, nodes, gpus, node_rank, None, None, run_dir or target.run_name(), list(extra_args))
     if not master_addr:
         if nodes > 1:
             # Every node must reach the same address; guessing this host's would hang the others.
@@ -86,7 +95,7 @@ def render_launch(plan: LaunchPlan, script: Optional[Path] = None) -> str:
         node_rank=int(plan.node_rank),
         run_dir=plan.run_dir,
         env=t.env,
-        endpoint="{}:{}".format(plan.master_addr, int(plan.master_port)),
+        endpoint=None if plan.standalone else "{}:{}".format(plan.master_addr, int(plan.master_port)),
         rdzv_id="wmlp-" + job_name(Path(plan.run_dir).name),
         recipe_path=str(recipe_path),
         train_args=t.train_args(recipe_path),
@@ -115,7 +124,8 @@ def write_script(text: str, path: Path) -> Path:
 
 
 def run_script(plan: LaunchPlan) -> int:
-    """Write the script into the run folder and run it; its exit status (128+N for signal N) is returned."""
+    """Write the script into the run folder and run it; its exit status (128+N for signal N) is returned:
+    the trainers' own (see wavemlp.engine.signals), else torchrun's."""
     write_job(plan, plan.script_path)
     env = dict(os.environ)
     env.setdefault("WMLP_PYTHON", sys.executable)
@@ -123,18 +133,14 @@ def run_script(plan: LaunchPlan) -> int:
 
 
 def run_forwarding(argv: Sequence[str], env) -> int:
-    """Run a child to its end; a TERM or HUP sent to us goes on to it, and Ctrl-C (which reaches the
-    whole foreground group, child included) does not abandon it mid-checkpoint."""
+    """Run a child to its end; a TERM, INT or HUP sent to us goes on to it (the launch script makes the
+    trainers checkpoint and stop), and we wait for it rather than abandon it mid-checkpoint. Ctrl-C reaches
+    the child twice (from the terminal and from us): the script acts on the first."""
     proc = subprocess.Popen(list(argv), env=env)
-    forwarded = (signal.SIGTERM, signal.SIGHUP)
+    forwarded = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
     previous = {sig: signal.signal(sig, lambda signum, _frame: proc.send_signal(signum)) for sig in forwarded}
     try:
-        while True:
-            try:
-                code = proc.wait()
-                break
-            except KeyboardInterrupt:
-                continue
+        code = proc.wait()
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)

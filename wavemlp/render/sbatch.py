@@ -252,6 +252,11 @@ def render_sbatch(target: Target, opts: SlurmOptions) -> str:
 
 def submit(script_path: str, sbatch_args: Sequence[str] = ()) -> str:
     """``sbatch --parsable``; the job id (without the cluster name sbatch may add)."""
+    return submit_parsable(script_path, sbatch_args).split(";", 1)[0]
+
+
+def submit_parsable(script_path: str, sbatch_args: Sequence[str] = ()) -> str:
+    """``sbatch --parsable``; what it printed, checked: ``ID`` or ``ID;CLUSTER``."""
     exe = shutil.which("sbatch")
     if exe is None:
         raise RenderError("sbatch is not on PATH: submit from a Slurm login node, or use `wmlp slurm render`")
@@ -260,7 +265,7 @@ def submit(script_path: str, sbatch_args: Sequence[str] = ()) -> str:
     if result.returncode != 0:
         why = " ".join((result.stderr or result.stdout).split()) or "no output"
         raise RenderError("sbatch failed (exit {}): {}".format(result.returncode, why))
-    job_id = result.stdout.strip().split(";", 1)[0]
-    if not job_id.isdigit():
-        raise RenderError("sbatch printed {!r}, not a job id".format(result.stdout.strip()))
-    return job_id
+    printed = result.stdout.strip()
+    if not printed.split(";", 1)[0].isdigit():
+        raise RenderError("sbatch printed {!r}, not a job id".format(printed))
+    return printed
