@@ -26,7 +26,9 @@ NODELIST = "--nodelist=n1,n2"
 
 # Two nodes x two gloo processes, batch 2: mini_data's 80 training images make 10 steps an epoch (the
 # repeated-augmentation sampler needs 256 images at least).
-TINY = [*QUICK, "train.epochs=2", "train.batch_size=2", "augment.repeated_aug=false", "cluster.cpus_per_task=2"]
+# LOGLEVEL=INFO: torchrun then logs its rendezvous node ids, which carry the host name of the container.
+TINY = [*QUICK, "train.epochs=2", "train.batch_size=2", "augment.repeated_aug=false", "cluster.cpus_per_task=2",
+        "env.LOGLEVEL=INFO"]
 STEPS = 20
 
 
@@ -99,9 +101,9 @@ def wait_or_cancel(cluster: LocalSlurmCluster, job_id: int, timeout: float) -> s
 
 
 def rendezvous_hosts(node_log: str) -> set[str]:
-    """Host names in torchrun's rendezvous node ids (``<fqdn>_<pid>_<n>``): what the containers call
-    themselves."""
-    return set(re.findall(r"node '([^'_]+)_\d+_\d+' has joined", node_log))
+    """Host names in the node ids (``<fqdn>_<pid>_<n>``) with which torchrun joined the rendezvous: what the
+    container of that node calls itself (socket.getfqdn() inside it)."""
+    return set(re.findall(r"The node '([^']+)_\d+_\d+' has joined", node_log))
 
 
 @pytest.fixture(autouse=True)
@@ -199,7 +201,9 @@ def test_preempted_docker_job_requeues_resumes_and_ends_with_the_weights_of_an_u
     err = preempted.batch_err()
     assert "stopped for preemption: requeued" in err and "start 1 ended with status 0" in err, report
     # Inside the containers, the nodes are n1 and n2: torchrun's node ids carry the host names.
-    assert rendezvous_hosts(first) == rendezvous_hosts(second) == {"n1", "n2"}, report
+    for restart in (0, 1):
+        hosts = [rendezvous_hosts(path.read_text(errors="replace")) for path in preempted.node_logs(restart)]
+        assert hosts == [{"n1"}, {"n2"}], f"start {restart}: {hosts}\n{report}"
     preempted_seconds = time.monotonic() - start
 
     start = time.monotonic()
