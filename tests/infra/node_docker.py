@@ -5,7 +5,8 @@ nodes apart, as on a real cluster: each node here gets its own dockerd, started 
 own whose host name is the node's, so that its ``--network=host`` containers report ``n1``, ``n2``, and
 in a mount namespace of its own whose /etc/hosts names each node by its own loopback address
 (``slurm.node_address``, ``NodeDockerEngines.hosts_text``): host-network containers copy the engine's
-/etc/hosts, and resolve each name to itself, backwards too. The cluster's TaskProlog points
+/etc/hosts, and resolve each name to itself, backwards too (this host's /etc/hosts names them all
+127.0.0.1, which jobs without containers need). The cluster's TaskProlog points
 every task on node nK at node K's engine (``DOCKER_HOST``), through the sockets in
 ``cluster.node_docker_dir``. Images reach the engines through ``docker save | docker load``.
 
@@ -32,7 +33,7 @@ from pathlib import Path
 import pytest
 
 from tests.infra.docker import missing_tools, remove_engine_root, start_dockerd, stop_dockerd, unavailable
-from tests.infra.slurm import HOSTS_FILE, HOSTS_MARK, LocalSlurmCluster
+from tests.infra.slurm import HOSTS_FILE, HOSTS_MARK, LocalSlurmCluster, node_address
 
 __all__ = ["NODES", "NodeDockerEngines", "NodeEngine", "node_docker_engines"]
 
@@ -119,13 +120,14 @@ class NodeDockerEngines:
         return self
 
     def hosts_text(self) -> str:
-        """The engines' /etc/hosts: this cluster's node lines, then the host's own lines but those of any test
-        cluster. On this shared host, another session's cluster may name n1..n4 with other addresses in
-        /etc/hosts (or with 127.0.0.1, as older versions of tests/infra/slurm.py did); name lookups return
-        every address a name has there and prefer 127.0.0.1, so n2 would be ``localhost`` again inside the
-        containers. The engines' copy leaves those lines out."""
+        """The engines' /etc/hosts: each node by an address of its own (``node_address``), then this host's
+        own lines but those of any test cluster. This host's /etc/hosts names every node 127.0.0.1 (see
+        ``node_address``), and other sessions' clusters may add lines of their own; name lookups return
+        every address a name has and prefer 127.0.0.1, so with those lines getfqdn() answers ``localhost``
+        in every container, torchrun's node ids collide and the rendezvous hangs."""
+        nodes = [f"{node_address(index)} {name}" for index, name in enumerate(self.cluster.node_names, 1)]
         own = [line for line in HOSTS_FILE.read_text().splitlines() if HOSTS_MARK not in line]
-        return "".join(f"{line}\n" for line in [*self.cluster.hosts_lines(), *own])
+        return "".join(f"{line}\n" for line in [*nodes, *own])
 
     def stop(self) -> None:
         """Remove every container, stop the engines, unmount and delete their folders. Safe to repeat."""

@@ -78,15 +78,18 @@ HOSTS_MARK = "# wavemlp-test-slurm"
 
 
 def node_address(index: int) -> str:
-    """The loopback address node ``n<index>`` resolves to: 127.0.2.<index>, one of its own per node.
+    """A loopback address of node ``n<index>``'s own, 127.0.2.<index>, for places where the nodes must tell
+    themselves apart by name: the /etc/hosts of per-node Docker engines (tests/infra/node_docker.py), whose
+    containers carry the node names as host names and must resolve each to itself, backwards too.
 
-    Distinct addresses make each name resolve to itself, forwards and backwards: what a rendezvous
-    between containers that carry the node names as host names needs (one shared 127.0.0.1 makes
-    getfqdn() answer ``localhost`` on every node, and torchrun's node ids collide).
+    This host's /etc/hosts keeps naming every node 127.0.0.1: processes of a job started here (runtime
+    none) all run on this host, whose name resolves to 127.0.0.1, and torchrun hosts the rendezvous store
+    on the node whose address is one of the host's own (distinct addresses would leave no node hosting it).
     """
     if not 1 <= index <= 254:
         raise ValueError(f"node index {index} out of 1..254")
     return f"127.0.2.{index}"
+
 
 # Ports are chosen below the kernel's ephemeral range so that outgoing connections (srun, sbatch)
 # cannot grab them between the free-port check and the daemons binding them.
@@ -354,7 +357,7 @@ class LocalSlurmCluster:
         raise AssertionError("unreachable")
 
     def stop(self) -> None:
-        """Cancel jobs, stop the daemons, drop the /etc/hosts lines, remove state. Safe to repeat."""
+        """Cancel jobs, stop the daemons, drop the /etc/hosts line, remove state. Safe to repeat."""
         self._started = False
         if self.ctld_port is not None and self._daemon_pids():
             self._cancel_all_jobs()
@@ -367,7 +370,7 @@ class LocalSlurmCluster:
         self._children.clear()
         # Job steps outlive a killed slurmd (proctrack/linuxproc does not reap them): sweep by marker.
         self._terminate(self._marked_pids(), grace=2.0)
-        self._remove_hosts_lines()
+        self._remove_hosts_line()
         for path in (self.state_dir, self.spool_dir, self.run_dir, self.dev_dir, self.munge_dir):
             shutil.rmtree(path, ignore_errors=True)
         self.munge_key.unlink(missing_ok=True)
@@ -542,7 +545,7 @@ class LocalSlurmCluster:
         self.task_prolog.chmod(0o755)
         self.conf_path.write_text(self._slurm_conf())
         self.gres_conf_path.write_text(self._gres_conf())
-        self._add_hosts_lines()
+        self._add_hosts_line()
 
         self._spawn(
             "munged",
@@ -681,10 +684,8 @@ class LocalSlurmCluster:
             lines.append(f"NodeName={node_list} Name=gpu File={self.dev_dir}/nvidia[0-{last}]")
         return "\n".join(lines) + "\n"
 
-    # /etc/hosts: the node names must resolve (rendezvous addresses such as MASTER_ADDR=n1), each to an
-    # address of its own (node_address). Each cluster adds its own marked lines, one per node, and
-    # removes only those; lines left by dead processes are dropped. They go first in the file: the first
-    # line naming a host wins, so a stale or foreign line further down cannot change what they say.
+    # /etc/hosts: the node names must resolve (rendezvous addresses such as MASTER_ADDR=n1). Each
+    # cluster adds its own marked line and removes only that; lines left by dead processes are dropped.
 
     def _hosts_marker(self) -> str:
         return f"{HOSTS_MARK} pid={os.getpid()} dir={self.workdir}"
@@ -713,15 +714,13 @@ class LocalSlurmCluster:
             return True
         return match.group(2) == str(self.workdir) or not _pid_alive(int(match.group(1)))
 
-    def hosts_lines(self) -> list[str]:
-        marker = self._hosts_marker()
-        return [f"{node_address(index)} {name}  {marker}" for index, name in enumerate(self.node_names, 1)]
-
-    def _add_hosts_lines(self) -> None:
+    def _add_hosts_line(self) -> None:
+        line = f"127.0.0.1 {' '.join(self.node_names)}  {self._hosts_marker()}"
         with self._locked_hosts() as lines:
-            lines[:] = [*self.hosts_lines(), *(ln for ln in lines if not self._is_stale_hosts_line(ln))]
+            lines[:] = [ln for ln in lines if not self._is_stale_hosts_line(ln)]
+            lines.append(line)
 
-    def _remove_hosts_lines(self) -> None:
+    def _remove_hosts_line(self) -> None:
         if not HOSTS_FILE.exists():
             return
         mine = self._hosts_marker()
