@@ -105,7 +105,7 @@ def torchrun_hosts(node_log: str) -> set[str]:
 
 
 @pytest.fixture(autouse=True)
-def no_job_left_behind(slurm_cluster: LocalSlurmCluster) -> Iterator[None]:
+def no_job_left_behind(slurm_cluster: LocalSlurmCluster, request: pytest.FixtureRequest) -> Iterator[None]:
     """A test that failed while its job ran must not leave that job holding n1 and n2 for the next test."""
     yield
     left = slurm_cluster.run(["squeue", "-h", "-o", "%i"], check=False).stdout.split()
@@ -114,6 +114,12 @@ def no_job_left_behind(slurm_cluster: LocalSlurmCluster) -> Iterator[None]:
     for job_id in left:
         with contextlib.suppress(TimeoutError, KeyError):
             slurm_cluster.wait(int(job_id), timeout=60)
+    # Containers outlive a cancelled job unless its script removes them (the tests check that it does).
+    engines = request.getfixturevalue("node_docker_engines") if "node_docker_engines" in request.fixturenames else ()
+    for engine in engines:
+        ids = engine.docker("ps", "-aq", check=False).stdout.split()
+        if ids:
+            engine.docker("rm", "-f", *ids, check=False)
 
 
 def test_report_image_build_and_copy_times(node_cpu_image: NodeImage, capsys: pytest.CaptureFixture[str]) -> None:
@@ -137,7 +143,7 @@ def test_containers_on_two_nodes_carry_the_node_names_and_meet_over_gloo(
         "import os, socket, torch, torch.distributed as dist; dist.init_process_group('gloo'); "
         "t = torch.ones(1) * (dist.get_rank() + 1); dist.all_reduce(t); "
         "print('rank', dist.get_rank(), 'of', dist.get_world_size(), 'on', socket.gethostname(), "
-        "socket.getfqdn(), 'sum', int(t.item()), flush=True)"
+        "socket.getfqdn(), 'sum', int(t.item()), flush=True); dist.barrier(); dist.destroy_process_group()"
     )
     node = (
         "docker run --rm --network=host --entrypoint=python3 "
