@@ -7,7 +7,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 # One Slurm cluster and one Docker engine for the whole session, whichever modules use them.
-pytest_plugins = ["tests.infra.slurm", "tests.infra.docker"]
+pytest_plugins = ["tests.infra.slurm", "tests.infra.docker", "tests.infra.node_docker"]
 
 DATA = Path(__file__).resolve().parent / "data"
 IN_CI = os.environ.get("CI", "").lower() == "true"

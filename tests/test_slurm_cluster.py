@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -132,6 +133,54 @@ def test_two_node_gpu_batch_job(slurm_cluster: LocalSlurmCluster, tmp_path: Path
     assert sorted(
         slurm_cluster.run(["scontrol", "show", "hostnames", slurm_cluster.job_field(job_id, "NodeList")]).stdout.split()
     ) == sorted(hostnames)
+
+
+@pytest.mark.slurm
+def test_task_prolog_points_tasks_at_their_nodes_docker_engine_only_when_it_runs(
+    slurm_cluster: LocalSlurmCluster,  # noqa: F811
+    tmp_path: Path,
+) -> None:
+    """The TaskProlog: while per-node engines run, DOCKER_HOST of node nK's engine for the batch script and
+    every task on nK, or none on a node without one (not the batch node's, which srun tasks inherit);
+    without node engines, what the job inherited."""
+    script = _write_script(
+        tmp_path / "prolog.sbatch",
+        """
+        #!/bin/bash
+        #SBATCH --nodes=2
+        #SBATCH --ntasks-per-node=1
+        #SBATCH --output=prolog-%j.out
+        echo "batch $SLURMD_NODENAME ${DOCKER_HOST:-unset}"
+        srun bash -c 'echo "task $SLURMD_NODENAME ${DOCKER_HOST:-unset}"'
+        """,
+    )
+    sockets = slurm_cluster.node_docker_dir
+    engines_run = sockets.exists()  # this session's node engines (tests/infra/node_docker.py), for n1 and n2
+
+    def run(nodes: str) -> list[str]:
+        slurm_cluster.wait_idle()
+        job_id = slurm_cluster.submit(script, cwd=tmp_path, sbatch_args=[f"--nodelist={nodes}"],
+                                      env_extra={"DOCKER_HOST": "unix:///inherited.sock"})
+        state = slurm_cluster.wait(job_id, timeout=30)
+        output = (tmp_path / f"prolog-{job_id}.out").read_text()
+        assert state == "COMPLETED", f"{output}\n{slurm_cluster.logs()}"
+        return sorted(output.splitlines())
+
+    if not engines_run:
+        assert run("n3,n4") == ["batch n3 unix:///inherited.sock", "task n3 unix:///inherited.sock",
+                                "task n4 unix:///inherited.sock"]
+        sockets.mkdir()
+    listener = socket.socket(socket.AF_UNIX)
+    try:
+        listener.bind(str(sockets / "n3.sock"))
+        assert run("n3,n4") == [f"batch n3 unix://{sockets}/n3.sock", f"task n3 unix://{sockets}/n3.sock",
+                                "task n4 unset"]
+    finally:
+        listener.close()
+        if engines_run:
+            (sockets / "n3.sock").unlink()
+        else:
+            shutil.rmtree(sockets)
 
 
 @pytest.mark.slurm

@@ -111,16 +111,38 @@ class DockerEngine:
         return recipe is None or (image.labels or {}).get(STANDIN_LABEL) == recipe
 
 
-def start_dockerd(root: Path, timeout: float = 60) -> tuple[subprocess.Popen, str]:
-    """dockerd on a private socket, without bridge or iptables (builds and runs use the host network)."""
+def start_dockerd(
+    root: Path,
+    timeout: float = 60,
+    socket: Path | None = None,
+    hostname: str | None = None,
+    data_root: Path | None = None,
+    hosts_file: Path | None = None,
+) -> tuple[subprocess.Popen, str]:
+    """dockerd on a private socket, without bridge or iptables (builds and runs use the host network).
+
+    ``socket`` defaults to ``root/docker.sock``, ``data_root`` to ``root/data``. With ``hostname``, dockerd
+    runs in a UTS namespace of its own with that host name, which its host-network containers then report
+    (a fake node's engine); with ``hosts_file`` as well, in a mount namespace of its own too, where that file
+    is /etc/hosts: host-network containers get a copy of the engine's /etc/hosts.
+    """
     root.mkdir(parents=True, exist_ok=True)
-    host = f"unix://{root}/docker.sock"
+    host = f"unix://{socket or root / 'docker.sock'}"
     log = open(root / "dockerd.log", "ab")  # noqa: SIM115 - the daemon writes to it for the whole session
+    # unshare execs the shell, which sets the name (and mounts the hosts file) and execs dockerd: proc.pid
+    # is dockerd's pid. The mounts dockerd makes then live in its namespace and go with it.
+    uts: list[str] = []
+    if hostname and hosts_file:
+        uts = ["unshare", "--uts", "--mount", "--propagation=private", "sh", "-c",
+               'hostname "$0" && mount --bind "$1" /etc/hosts && shift && exec "$@"', hostname, str(hosts_file)]
+    elif hostname:
+        uts = ["unshare", "--uts", "sh", "-c", 'hostname "$0" && exec "$@"', hostname]
     proc = subprocess.Popen(
         [
+            *uts,
             "dockerd",
             "--data-root",
-            str(root / "data"),
+            str(data_root or root / "data"),
             "--exec-root",
             str(root / "exec"),
             "--pidfile",

@@ -38,6 +38,7 @@ __all__ = [
     "INSTALL_HINT",
     "LocalSlurmCluster",
     "SlurmCommandError",
+    "node_address",
     "SlurmStartError",
     "missing_slurm_binaries",
     "parse_scontrol_record",
@@ -74,6 +75,21 @@ OWNER_ENV = "WMLP_TEST_SLURM_OWNER"
 
 HOSTS_FILE = Path("/etc/hosts")
 HOSTS_MARK = "# wavemlp-test-slurm"
+
+
+def node_address(index: int) -> str:
+    """A loopback address of node ``n<index>``'s own, 127.0.2.<index>, for places where the nodes must tell
+    themselves apart by name: the /etc/hosts of per-node Docker engines (tests/infra/node_docker.py), whose
+    containers carry the node names as host names and must resolve each to itself, backwards too.
+
+    This host's /etc/hosts keeps naming every node 127.0.0.1: processes of a job started here (runtime
+    none) all run on this host, whose name resolves to 127.0.0.1, and torchrun hosts the rendezvous store
+    on the node whose address is one of the host's own (distinct addresses would leave no node hosting it).
+    """
+    if not 1 <= index <= 254:
+        raise ValueError(f"node index {index} out of 1..254")
+    return f"127.0.2.{index}"
+
 
 # Ports are chosen below the kernel's ephemeral range so that outgoing connections (srun, sbatch)
 # cannot grab them between the free-port check and the daemons binding them.
@@ -178,6 +194,34 @@ def _munge_dir_for(workdir: Path) -> Path:
     return Path("/tmp") / f"wmlp-munge-{digest}"
 
 
+def node_docker_dir_for(workdir: Path) -> Path:
+    """Where per-node Docker engines of this cluster put their sockets, ``<dir>/<node>.sock``.
+
+    Short and under /tmp: dockerd's containerd socket below it must stay under the 108-byte limit.
+    """
+    digest = hashlib.sha1(str(workdir).encode()).hexdigest()[:12]
+    return Path("/tmp") / f"wmlp-nd-{digest}"
+
+
+# Run by slurmstepd before every task (the batch script and each srun task): while per-node Docker
+# engines run (tests/infra/node_docker.py, sockets in one folder), a task on node nK talks to node K's
+# engine, or to none when nK has no engine: never to an engine whose DOCKER_HOST an srun task inherited
+# from the batch script on another node. Without that folder, tasks are left alone.
+TASK_PROLOG = """\
+#!/bin/sh
+# Written by tests/infra/slurm.py; removed with the cluster.
+sockets={socket_dir}
+if [ -d "$sockets" ]; then
+    if [ -S "$sockets/$SLURMD_NODENAME.sock" ]; then
+        echo "export DOCKER_HOST=unix://$sockets/$SLURMD_NODENAME.sock"
+    else
+        echo "unset DOCKER_HOST"
+    fi
+fi
+exit 0
+"""
+
+
 def _port_is_free(port: int) -> bool:
     for host in ("0.0.0.0", "127.0.0.1"):
         with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
@@ -260,6 +304,8 @@ class LocalSlurmCluster:
         self.munge_key = self.workdir / "munge.key"
         self.munge_dir = _munge_dir_for(self.workdir)
         self.munge_socket = self.munge_dir / "munge.socket"
+        self.task_prolog = self.workdir / "task-prolog.sh"
+        self.node_docker_dir = node_docker_dir_for(self.workdir)
         self.ctld_port: int | None = None
         self.slurmd_ports: list[int] = []
         self._children: list[subprocess.Popen[bytes]] = []
@@ -495,6 +541,8 @@ class LocalSlurmCluster:
         self.ctld_port, self.slurmd_ports = ports[0], ports[1:]
         self._write_munge_key()
         self._make_fake_gpus()
+        self.task_prolog.write_text(TASK_PROLOG.format(socket_dir=self.node_docker_dir))
+        self.task_prolog.chmod(0o755)
         self.conf_path.write_text(self._slurm_conf())
         self.gres_conf_path.write_text(self._gres_conf())
         self._add_hosts_line()
@@ -616,6 +664,7 @@ class LocalSlurmCluster:
             "JobCompType": "jobcomp/filetxt",
             "JobCompLoc": str(self.jobcomp_path),
             "MpiDefault": "none",
+            "TaskProlog": str(self.task_prolog),
             "MailProg": "/bin/true",
             "KillWait": "5",
             "InactiveLimit": "0",
