@@ -64,7 +64,15 @@ def wrap_model(model: nn.Module, recipe: Recipe, dist: DistInfo, device: torch.d
     gradients to synchronise), then ``torch.compile`` when ``model.compile`` asks and torch has it."""
     net = model
     if train and dist.enabled:
-        net = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+        # DDP regroups its gradient buckets after the first step of every start, and the grouping decides the
+        # order in which each gradient is summed over ranks: a resumed run would then differ from an
+        # uninterrupted one in the last bits. With train.deterministic the buckets stay as built (DDP never
+        # regroups when it looks for unused parameters), at the cost of a graph walk per step.
+        net = DistributedDataParallel(
+            model,
+            device_ids=[device.index] if device.type == "cuda" else None,
+            find_unused_parameters=bool(recipe.train.deterministic),
+        )
     if recipe.model.compile and hasattr(torch, "compile"):
         net = torch.compile(net)
     return net

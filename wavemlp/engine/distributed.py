@@ -88,6 +88,15 @@ def barrier() -> None:
         dist.barrier()
 
 
+def all_gather_object(obj) -> list:
+    """``obj`` of every rank, in rank order (``[obj]`` when alone)."""
+    if not (dist.is_available() and dist.is_initialized()):
+        return [obj]
+    out = [None] * dist.get_world_size()
+    dist.all_gather_object(out, obj)
+    return out
+
+
 def all_reduce_sum(values, device: Optional[torch.device] = None):
     """Element-wise sum over ranks of a list of floats (returns the list unchanged when alone)."""
     if not (dist.is_available() and dist.is_initialized()):

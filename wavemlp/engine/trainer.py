@@ -138,6 +138,11 @@ class Trainer:
         self.scheduler, self.num_epochs = components.build_scheduler(self.optimizer, r)
 
     # --- state ------------------------------------------------------------------------------------
+    def _gather_rng(self) -> None:
+        """Every rank's random state, for the checkpoint rank 0 writes next: each rank resumes with its
+        own (drop-path masks and mixup draws differ per rank). A collective: all ranks call it."""
+        self._rank_rngs = distributed.all_gather_object(rng_state())
+
     def _state(self, pos: Position) -> Dict[str, object]:
         state = {
             "arch": self.recipe.model.name,
@@ -149,6 +154,7 @@ class Trainer:
             "scheduler": self.scheduler.state_dict(),
             "sampler": self.sampler.state_dict(consumed=pos.step * self.recipe.train.batch_size),
             "rng": rng_state(),
+            "rng_ranks": getattr(self, "_rank_rngs", None) or [rng_state()],
             "best_metric": self.best_metric,
             "recipe": dump_recipe(self.recipe),
             "world_size": self.dist.world_size,
@@ -191,7 +197,8 @@ class Trainer:
         if self.scaler is not None and "scaler" in state:
             self.scaler.load_state_dict(state["scaler"])
         self.sampler.load_state_dict(state["sampler"])
-        set_rng_state(state["rng"])
+        ranks = state.get("rng_ranks") or []
+        set_rng_state(ranks[self.dist.rank] if len(ranks) == self.dist.world_size else state["rng"])
         self.best_metric = state.get("best_metric")
         pos = Position(int(state["epoch"]), int(state["step"]), int(state["global_step"]))
         self.log.info(f"resumed from {path} at epoch {pos.epoch} step {pos.step} (global step {pos.global_step})")
@@ -278,6 +285,7 @@ class Trainer:
             pos.epoch, pos.step = pos.epoch + 1, 0
             metric = self._pick_metric(record)
             self.scheduler.step(pos.epoch, metric)
+            self._gather_rng()
             if self.is_main:
                 self._save_epoch_end(pos, metric)
                 append_jsonl(self.run_dir / "metrics.jsonl", record)
@@ -346,9 +354,10 @@ class Trainer:
                 r.train.checkpoint_every_steps
                 and pos.global_step % r.train.checkpoint_every_steps == 0
                 and pos.step < self.steps_per_epoch
-                and self.is_main
             ):
-                self.ckpt.save_last(self._state(pos), pos.epoch, pos.step)
+                self._gather_rng()
+                if self.is_main:
+                    self.ckpt.save_last(self._state(pos), pos.epoch, pos.step)
             if stop:
                 progress.close()
                 return "stop", {}
@@ -405,6 +414,8 @@ class Trainer:
         self.ckpt.save_best(state, pos.epoch - 1, metric)
 
     def _save_and_requeue(self, pos: Position, already_saved: bool = False) -> int:
+        if not already_saved:
+            self._gather_rng()
         if self.is_main and not already_saved:
             self.ckpt.save_last(self._state(pos), pos.epoch, pos.step)
         distributed.barrier()

@@ -163,7 +163,10 @@ class TrainCfg:
     max_steps_per_epoch: int = setting(
         0, "stop each epoch after N steps (0 = whole epoch); for smoke runs", "", range=(0, 10_000_000)
     )
-    deterministic: bool = setting(False, "deterministic algorithms (slower)", "")
+    deterministic: bool = setting(
+        False, "deterministic algorithms and fixed DDP gradient buckets: a resumed run ends bit for bit like an "
+        "uninterrupted one (slower)", "",
+    )
     requeue_signals: List[str] = setting(
         None, "signals that checkpoint and exit for requeue", "", factory=lambda: ["SIGTERM", "SIGUSR1"]
     )
