@@ -3,6 +3,7 @@
 import pytest
 import yaml
 
+from tests.conftest import wmlp_train
 from wavemlp.recipe import RecipeError, dump_recipe, load_recipe, parse_recipe, seed_flag_table, shipped_recipes
 from wavemlp.recipe.loader import validate
 
@@ -173,3 +174,33 @@ def test_readme_flag_table_matches_the_schema():
     readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
     for flag, key, default in seed_flag_table():
         assert f"| `{flag}` | `{key}` | `{default}` |" in readme, (flag, key)
+
+
+@pytest.mark.parametrize(
+    "text,error",
+    [
+        ("extends: cpu\noptim:\n  opt: adamz\n", "optim.opt: 'adamz' is not an optimizer timm knows (did you mean"),
+        ("extends: cpu\nmodel:\n  name: WaveMLP_X\n", "model.name: unknown model 'WaveMLP_X'"),
+        ("extends: cpu\nenv:\n  RANK: '1'\n", "env.RANK: torchrun and Slurm set this variable"),
+        ("", "empty file (a recipe sets keys or extends another recipe)"),
+        ("extends: cpu\ntrain:\n  epochs: 1\n  epochs: 2\n", ":4: duplicate key 'epochs'"),
+        ("extends: cpu\nsched:\n  sched: cosinus\n", "sched.sched: 'cosinus' is not one of"),
+    ],
+    ids=["optimizer", "model", "env", "empty", "duplicate", "scheduler"],
+)
+def test_recipes_check_refuses_what_training_would_reject_later(text, error, tmp_path):
+    """Names are checked against timm's and the kit's registries, not only the schema."""
+    from tests.infra.render_tools import wmlp
+
+    path = tmp_path / "r.yaml"
+    path.write_text(text)
+    result = wmlp("recipes", "check", str(path))
+    assert result.exit_code == 2 and result.stdout == ""
+    assert result.stderr.count("\n") == 1 and error in result.stderr, result.stderr
+
+
+def test_an_unknown_optimizer_stops_training_with_one_line(wmlp_exe, mini_data, tmp_path):
+    out = wmlp_train(wmlp_exe, mini_data, tmp_path / "run", "optim.opt=adamz", check=False)
+    assert out.returncode == 2, out.stdout + out.stderr
+    assert out.stderr.strip().splitlines()[-1].startswith("wmlp: error: optim.opt: 'adamz' is not an optimizer")
+    assert "Traceback" not in out.stderr

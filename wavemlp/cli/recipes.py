@@ -4,6 +4,7 @@ import click
 
 from ..recipe import dump_recipe, find_recipe, load_recipe, seed_flag_table, shipped_recipes
 from ..recipe.loader import RecipeError
+from ..render.target import check_env
 
 
 @click.group()
@@ -49,7 +50,15 @@ def recipes_show(name: str, resolved: bool, sets) -> None:
 def recipes_check(file: str, sets) -> None:
     """Validate a recipe: prints 'ok' or the one-line error (exit status 2)."""
     loaded = load_recipe(file, list(sets))
-    click.echo("ok: {} ({})".format(loaded.chain[-1], " <- ".join(p.name for p in reversed(loaded.chain))))
+    check_env(loaded.recipe.env)
+    names = "model and optimizer names checked"
+    try:
+        from ..engine.components import check_names
+    except ImportError as exc:  # a login node without torch: the names wait for the run
+        names = "model and optimizer names not checked ({} is not installed here)".format(exc.name or "torch")
+    else:
+        check_names(loaded.recipe)
+    click.echo("ok: {} ({}; {})".format(loaded.chain[-1], " <- ".join(p.name for p in reversed(loaded.chain)), names))
 
 
 @recipes.command("flags")

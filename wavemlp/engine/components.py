@@ -34,12 +34,36 @@ from .distributed import DistInfo
 # --- the model ---------------------------------------------------------------------------------------
 
 
+def check_names(recipe: Recipe) -> None:
+    """The recipe's model and optimizer exist in the registries (one line naming the key when not), so
+    that ``recipes check`` and the start of a run refuse what timm would reject with a traceback later."""
+    from ..models import factory
+
+    try:
+        factory.resolve_name(recipe.model.name)
+    except KitError as exc:
+        raise KitError("model.name: {}".format(exc)) from None
+    import timm.optim
+
+    if hasattr(timm.optim, "list_optimizers"):  # timm >= 0.9.x; older ones fail in create_optimizer_v2
+        import difflib
+
+        known = timm.optim.list_optimizers()
+        # timm reads "lookahead_adamw" as adamw with lookahead: the last part names the optimizer.
+        base = recipe.optim.opt.lower().split("_")[-1]
+        if base not in known:
+            close = difflib.get_close_matches(base, known, n=1)
+            hint = " (did you mean {!r}?)".format(close[0]) if close else ""
+            raise KitError("optim.opt: {!r} is not an optimizer timm knows{}".format(recipe.optim.opt, hint))
+
+
 def build_model(recipe: Recipe, device: torch.device, distributed: bool = False) -> nn.Module:
     """The recipe's model on ``device``: channels_last if asked, BatchNorm synchronised across ranks when
     ``distributed`` and ``train.sync_bn``. Starting weights (``pretrained``, ``initial_checkpoint``)
     come from local files; a fresh head is kept when the class count differs from the file's."""
     from ..models import create_model
 
+    check_names(recipe)
     m = recipe.model
     model = create_model(
         m.name,
@@ -85,6 +109,7 @@ def build_optimizer(model: nn.Module, recipe: Recipe, warn: Optional[Callable[[s
     """timm's optimizer for the recipe; ``optim.fused`` falls back (with ``warn``) where torch has no kernel."""
     from timm.optim import create_optimizer_v2
 
+    check_names(recipe)
     o = recipe.optim
     kwargs = {"eps": o.opt_eps}
     if o.opt_betas:

@@ -54,9 +54,24 @@ def find_recipe(ref: str, relative_to: Optional[Path] = None) -> Path:
     )
 
 
+class _StrictLoader(yaml.SafeLoader):
+    """YAML that refuses a key given twice in one mapping (plain YAML keeps the last one, silently)."""
+
+    def construct_mapping(self, node, deep=False):
+        seen = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=True)
+            if key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, "duplicate key {!r}".format(key), key_node.start_mark
+                )
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)
+
+
 def _parse_yaml(text: str, source: str) -> Dict[str, Any]:
     try:
-        data = yaml.safe_load(text)
+        data = yaml.load(text, Loader=_StrictLoader)  # noqa: S506 - a SafeLoader subclass
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f":{mark.line + 1}" if mark is not None else ""
@@ -69,13 +84,16 @@ def _parse_yaml(text: str, source: str) -> Dict[str, Any]:
     return data
 
 
-def _read_yaml(path: Path) -> Dict[str, Any]:
+def _read_yaml(path: Path, empty_ok: bool = False) -> Dict[str, Any]:
     try:
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
         raise RecipeError(f"{path}: cannot read ({exc.strerror})") from None
     except UnicodeDecodeError:
         raise RecipeError(f"{path}: not a text file (UTF-8)") from None
+    if not empty_ok and not text.strip("\ufeff \t\r\n"):
+        # An empty recipe would be every default: the seed's ImageNet run, whatever the file was meant to be.
+        raise RecipeError(f"{path}: empty file (a recipe sets keys or extends another recipe)")
     return _parse_yaml(text, str(path))
 
 

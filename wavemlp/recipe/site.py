@@ -115,7 +115,7 @@ def load_site(ref: Optional[str]) -> LoadedSite:
     if not ref:
         return NO_SITE
     path = find_site(ref)
-    data = _read_yaml(path)
+    data = _read_yaml(path, empty_ok=True)
     try:
         site = _build(SiteCfg, data, "")
     except RecipeError as exc:
