@@ -254,11 +254,11 @@ def test_eval_of_a_demo_checkpoint_matches_the_training_run(wmlp_exe, mini_data,
     state = load_state(best)
     epoch = read_jsonl(run / "metrics.jsonl")[state["epoch"] - 1]
     for flag, key in (("--use-ema", "ema_top1"), (None, "top1")):
+        # The kit's checkpoints record their architecture: --model only where they would not.
         cmd = [
             wmlp_exe,
             "eval",
-            "--model",
-            "WaveMLP_T_dw",
+            *([] if flag else ["--model", "WaveMLP_T_dw"]),
             "--checkpoint",
             str(best),
             "--data",
@@ -273,6 +273,13 @@ def test_eval_of_a_demo_checkpoint_matches_the_training_run(wmlp_exe, mini_data,
         got = json.loads((tmp_path / "e.json").read_text())
         assert got["count"] == 40
         assert got["top1"] == pytest.approx(epoch[key], abs=1e-9), (flag, got, epoch)
+    # A file that does not name its architecture (the authors' releases are bare weights) needs --model.
+    bare = tmp_path / "bare.pth"
+    torch.save(state["state_dict"], bare)
+    out = subprocess.run([wmlp_exe, "eval", "--checkpoint", str(bare), "--data", str(mini_data)],
+                         capture_output=True, text=True)
+    assert out.returncode == 2 and out.stderr.count("\n") == 1, out.stderr
+    assert out.stderr.startswith(f"wmlp: error: --model: {bare} does not record its architecture"), out.stderr
 
 
 def test_fused_optimizer_falls_back_with_a_warning_where_torch_has_no_kernel():

@@ -77,6 +77,26 @@ def test_a_signal_to_the_whole_group_of_train_with_loader_workers_checkpoints_an
     assert f"recipe {env['recipe_file']} sha256 {digest}" in output
 
 
+def test_a_second_ctrl_c_aborts_at_once(wmlp_exe: str, mini_data: Path, tmp_path: Path) -> None:
+    """The first Ctrl-C asks for a checkpoint after the step; a second one means: do not wait."""
+    run_dir = tmp_path / "run"
+    # 224-pixel inputs: a step long enough that the second Ctrl-C comes while the first waits for it.
+    proc = start_train(wmlp_exe, mini_data, run_dir, "train.epochs=50", "train.checkpoint_every_steps=0",
+                       "model.img_size=224")
+    wait_for_lines(run_dir / "steps.jsonl", 2, proc, timeout=180)
+    os.killpg(proc.pid, signal.SIGINT)
+    # Two signals sent at once would arrive as one: the second waits for the first one's line in train.log.
+    deadline = time.monotonic() + 60
+    while "SIGINT received: a checkpoint after this step" not in (run_dir / "train.log").read_text():
+        assert time.monotonic() < deadline and proc.poll() is None, "no line for the first Ctrl-C"
+        time.sleep(0.01)
+    os.killpg(proc.pid, signal.SIGINT)
+    output, _ = proc.communicate(timeout=120)
+    assert proc.returncode == 130, output
+    assert output.rstrip().endswith("wmlp: aborted"), output
+    assert not STOPPED.search(output), output  # it did not wait for the checkpoint
+
+
 def test_the_launch_status_follows_the_exit_files(tmp_path: Path) -> None:
     """The priority a launch script applies (the shell copy is exercised by tests/test_launch.py)."""
     assert recorded_exit_code(tmp_path, 1) == 1  # nothing recorded: torchrun's status

@@ -30,3 +30,11 @@ def test_doctor_reports_environment_and_data(wmlp_exe, mini_data):
     rep = json.loads(subprocess.run([wmlp_exe, "doctor", "--format", "json"], capture_output=True, text=True).stdout)
     assert rep["vendor"] == "cpu" and rep["device_count"] == 0 and "torch" in rep
     assert "JPEG decoder simplejpeg" in out.stdout and rep["jpeg_decoder"] == "simplejpeg"
+
+
+def test_doctor_exits_1_when_the_data_check_fails(wmlp_exe, tmp_path):
+    (tmp_path / "train").mkdir()  # no val split, and no classes in train
+    out = subprocess.run([wmlp_exe, "doctor", "--data", str(tmp_path)], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 1, out.stdout + out.stderr
+    assert "data val: " in out.stdout and "python" in out.stdout.lower()  # the whole report still printed
+    assert out.stderr.strip().endswith("wmlp: doctor: the data check failed (train, val)"), out.stderr

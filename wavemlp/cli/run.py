@@ -77,7 +77,8 @@ def _rank_from_environment() -> int:
 
 
 @click.command("eval")
-@click.option("--model", "model_name", required=True, help="Variant name, e.g. WaveMLP_T_dw.")
+@click.option("--model", "model_name", default=None,
+              help="Variant name, e.g. WaveMLP_T_dw [default: the architecture a kit checkpoint records].")
 @click.option("--checkpoint", required=True, type=click.Path(dir_okay=False), help="Checkpoint file.")
 @click.option("--data", "data_path", required=True, type=click.Path(file_okay=False), help="Dataset root.")
 @click.option("--split", default="val", show_default=True)
@@ -142,3 +143,8 @@ def doctor(data_path, fmt, as_json) -> None:
 
     report = diagnose(data_path)
     click.echo(json.dumps(report, indent=2) if (as_json or fmt == "json") else "\n".join(format_report(report)))
+    failed = [split for split, s in (report.get("data") or {}).items() if isinstance(s, dict) and "error" in s]
+    if failed:
+        # The report is printed whole; the status tells a script that the data set is not usable.
+        click.echo("wmlp: doctor: the data check failed ({})".format(", ".join(failed)), err=True)
+        sys.exit(1)

@@ -3,13 +3,14 @@
 Runs inside images: Python 3.8 syntax.
 """
 
-from typing import Dict, Iterator
+from typing import Dict, Iterator, Optional
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from torch.utils.data import Sampler
 
+from ..errors import KitError
 from . import devices, distributed
 
 
@@ -71,7 +72,7 @@ def evaluate(
 
 
 def evaluate_checkpoint(
-    model_name: str,
+    model_name: Optional[str],
     checkpoint: str,
     data: str,
     split: str = "val",
@@ -99,6 +100,14 @@ def evaluate_checkpoint(
     from ..recipe.schema import DataCfg
 
     raw = read_checkpoint(checkpoint)
+    if not model_name:
+        # This kit's checkpoints name their architecture; the authors' releases do not.
+        model_name = raw.get("arch") if isinstance(raw, dict) else None
+        if not isinstance(model_name, str) or not model_name:
+            raise KitError(
+                "--model: {} does not record its architecture (a released file?): name it, e.g. "
+                "--model WaveMLP_T_dw".format(checkpoint)
+            )
     state = extract_state_dict(raw, use_ema=use_ema, source=str(checkpoint))
     head = state.get("head.weight")
     num_classes = int(head.shape[0]) if head is not None else 1000

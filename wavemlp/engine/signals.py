@@ -39,7 +39,7 @@ even when torch or the recipe fails to load.
 import os
 import signal
 from pathlib import Path
-from typing import List, Optional, Sequence
+from typing import Callable, List, Optional, Sequence
 
 REQUEUE_EXIT_CODE = 75
 NONFINITE_EXIT_CODE = 3
@@ -56,8 +56,10 @@ ALWAYS_HANDLED = ("SIGINT",)
 class StopRequest:
     """Set by a handled signal or by the stop file; read once per step by the training loop."""
 
-    def __init__(self, signals: Sequence[str], stop_file: Optional[Path] = None):
+    def __init__(self, signals: Sequence[str], stop_file: Optional[Path] = None,
+                 on_signal: Optional[Callable[[str], None]] = None):
         self.received: Optional[str] = None
+        self.on_signal = on_signal
         self.stop_file = stop_file
         self._previous = {}
         self._names: List[str] = list(dict.fromkeys(list(signals) + list(ALWAYS_HANDLED)))
@@ -74,8 +76,15 @@ class StopRequest:
         self._previous.clear()
 
     def _handle(self, signum, frame) -> None:  # noqa: ARG002 - signal handler signature
-        # Only a flag: the step in flight finishes, then the loop saves and exits.
+        if signum == signal.SIGINT and self.received == "SIGINT":
+            # A second Ctrl-C: the user will not wait for the checkpoint. Abort now (exit 130).
+            signal.signal(signal.SIGINT, signal.default_int_handler)
+            raise KeyboardInterrupt
+        # Only a flag (and a line): the step in flight finishes, then the loop saves and exits.
+        first = self.received is None
         self.received = signal.Signals(signum).name
+        if first and self.on_signal is not None:
+            self.on_signal(self.received)
 
     @property
     def requested(self) -> bool:

@@ -108,7 +108,12 @@ class Trainer:
         self.ckpt = CheckpointManager(
             self.run_dir, keep_best=r.train.checkpoint_hist, higher_is_better=r.train.eval_metric != "loss"
         )
-        self.stop = StopRequest(r.train.requeue_signals, self.run_dir / STOP_FILE_NAME).install()
+        self.stop = StopRequest(r.train.requeue_signals, self.run_dir / STOP_FILE_NAME,
+                                on_signal=self._signal_noticed).install()
+
+    def _signal_noticed(self, name: str) -> None:
+        again = "; Ctrl-C again aborts without it" if name == "SIGINT" else ""
+        self.log.info(f"{name} received: a checkpoint after this step, then exit {REQUEUE_EXIT_CODE}{again}")
 
     def _build_data(self) -> None:
         r = self.recipe
