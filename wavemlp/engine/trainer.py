@@ -143,12 +143,9 @@ class Trainer:
         self.scheduler, self.num_epochs = components.build_scheduler(self.optimizer, r)
 
     # --- state ------------------------------------------------------------------------------------
-    def _gather_rng(self) -> None:
-        """Every rank's random state, for the checkpoint rank 0 writes next: each rank resumes with its
-        own (drop-path masks and mixup draws differ per rank). A collective: all ranks call it."""
-        self._rank_rngs = distributed.all_gather_object(rng_state())
-
-    def _state(self, pos: Position) -> Dict[str, object]:
+    def _state(self, pos: Position, rng_ranks: List[Dict[str, object]]) -> Dict[str, object]:
+        """The checkpoint rank 0 writes; ``rng_ranks``: every rank's random state, gathered by all ranks
+        (``distributed.all_gather_object(rng_state())``), so each resumes with its own draws."""
         state = {
             "arch": self.recipe.model.name,
             "epoch": pos.epoch,
@@ -159,7 +156,7 @@ class Trainer:
             "scheduler": self.scheduler.state_dict(),
             "sampler": self.sampler.state_dict(consumed=pos.step * self.recipe.train.batch_size),
             "rng": rng_state(),
-            "rng_ranks": getattr(self, "_rank_rngs", None) or [rng_state()],
+            "rng_ranks": rng_ranks,
             "best_metric": self.best_metric,
             "recipe": dump_recipe(self.recipe),
             "world_size": self.dist.world_size,
@@ -290,9 +287,9 @@ class Trainer:
             pos.epoch, pos.step = pos.epoch + 1, 0
             metric = self._pick_metric(record)
             self.scheduler.step(pos.epoch, metric)
-            self._gather_rng()
+            rngs = distributed.all_gather_object(rng_state())
             if self.is_main:
-                self._save_epoch_end(pos, metric)
+                self._save_epoch_end(pos, metric, rngs)
                 append_jsonl(self.run_dir / "metrics.jsonl", record)
                 write_csv(self.run_dir / "metrics.csv", read_jsonl(self.run_dir / "metrics.jsonl"), EPOCH_FIELDS)
             self.log.info(self._epoch_line(record))
@@ -360,9 +357,9 @@ class Trainer:
                 and pos.global_step % r.train.checkpoint_every_steps == 0
                 and pos.step < self.steps_per_epoch
             ):
-                self._gather_rng()
+                rngs = distributed.all_gather_object(rng_state())
                 if self.is_main:
-                    self.ckpt.save_last(self._state(pos), pos.epoch, pos.step)
+                    self.ckpt.save_last(self._state(pos, rngs), pos.epoch, pos.step)
             if stop:
                 progress.close()
                 return "stop", {}
@@ -406,13 +403,13 @@ class Trainer:
             key = "ema_" + key
         return float(record[key])
 
-    def _save_epoch_end(self, pos: Position, metric: float) -> None:
+    def _save_epoch_end(self, pos: Position, metric: float, rngs: List[Dict[str, object]]) -> None:
         better = self.best_metric is None or (
             metric > self.best_metric if self.recipe.train.eval_metric != "loss" else metric < self.best_metric
         )
         if better:
             self.best_metric = metric
-        state = self._state(pos)
+        state = self._state(pos, rngs)
         state["metric_source"] = "ema" if (self.ema is not None and self.recipe.train.eval_ema) else "model"
         state["eval_metric"] = metric
         self.ckpt.save_last(state, pos.epoch, 0)
@@ -420,9 +417,9 @@ class Trainer:
 
     def _save_and_requeue(self, pos: Position, already_saved: bool = False) -> int:
         if not already_saved:
-            self._gather_rng()
-        if self.is_main and not already_saved:
-            self.ckpt.save_last(self._state(pos), pos.epoch, pos.step)
+            rngs = distributed.all_gather_object(rng_state())
+            if self.is_main:
+                self.ckpt.save_last(self._state(pos, rngs), pos.epoch, pos.step)
         distributed.barrier()
         if self.is_main:
             self.stop.clear_stop_file()
