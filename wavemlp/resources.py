@@ -31,6 +31,10 @@ def resource_dir(name: str) -> Path:
     return (kit_root() / name).resolve()
 
 
+# The folder of released weights a run looks in first (models/checkpoint.py); job rendering mounts it.
+PRETRAINED_DIR_ENV = "WAVEMLP_PRETRAINED_DIR"
+
+
 def cache_dir() -> Path:
     """The kit's per-user cache: released weights are looked for there, and an installed kit stages its
     image build context there (``$XDG_CACHE_HOME/wavemlp``, else ``~/.cache/wavemlp``)."""

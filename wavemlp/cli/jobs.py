@@ -11,7 +11,7 @@ import click
 
 from ..render.launch import dry_run_text, plan_launch, recipe_beside, run_script, write_job, write_script
 from ..render.sbatch import RUNTIMES, SlurmOptions, render_sbatch, submit_parsable
-from ..render.target import load_target, missing_paths
+from ..render.target import Target, load_target, missing_paths
 from .core import option, recipe_options, site_option
 from .slurm_jobs import COMMANDS as _JOB_COMMANDS
 from .slurm_jobs import record_job
@@ -100,10 +100,9 @@ def slurm_options(func):
     return func
 
 
-def _render(recipe, sets, site, gpus, container_mounts, sbatch_args, script: Optional[Path], **flags) -> str:
+def _render(target: Target, gpus, container_mounts, sbatch_args, script: Optional[Path], **flags) -> str:
     """The script to be kept at ``script``; the resolved recipe it trains from is written beside it
     (for a script printed to standard output: in this folder, named by recipe and content)."""
-    target = load_target(recipe, sets, site)
     if script is None:
         digest = hashlib.sha256(target.resolved_text().encode("utf-8")).hexdigest()[:10]
         recipe_path = Path("wmlp-{}-{}.recipe.yaml".format(target.name, digest)).absolute()
@@ -127,9 +126,9 @@ def slurm() -> None:
 @slurm.command("render")
 @slurm_options
 @option("-o", "--output", default="-", show_default=True, help="File to write ('-': standard output).")
-def slurm_render(recipe, sets, output, **flags) -> None:
+def slurm_render(recipe, sets, site, output, **flags) -> None:
     """Write the batch script of a recipe (sbatch it as it is)."""
-    text = _render(recipe, sets, script=None if output == "-" else Path(output), **flags)
+    text = _render(load_target(recipe, sets, site), script=None if output == "-" else Path(output), **flags)
     if output == "-":
         click.echo(text, nl=False)
     else:
@@ -140,19 +139,18 @@ def slurm_render(recipe, sets, output, **flags) -> None:
 @slurm.command("submit")
 @slurm_options
 @option("-o", "--output", help="Also keep the script in this file (the job keeps a copy in its run folder).")
-def slurm_submit(recipe, sets, output, **flags) -> None:
+def slurm_submit(recipe, sets, site, output, **flags) -> None:
     """Render the batch script, submit it with `sbatch --parsable`, print the job id."""
+    target = load_target(recipe, sets, site)
     if output:
         script = Path(output)
     else:
         # Kept with the run folders, not in a temporary folder: the job reads the recipe beside it.
-        loaded = load_target(recipe, sets, flags["site"])
         stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime())
-        script = Path(loaded.recipe.train.output) / "jobs" / "{}-{}-{}.sbatch".format(loaded.name, stamp, os.getpid())
-    text = _render(recipe, sets, script=script, **flags)
+        script = Path(target.recipe.train.output) / "jobs" / "{}-{}-{}.sbatch".format(target.name, stamp, os.getpid())
+    text = _render(target, script=script, **flags)
     parsable = submit_parsable(str(write_script(text, script)))
-    record_job(recipe, sets, flags["site"], flags["run_dir"], parsable, script, recipe_beside(script),
-               flags["sbatch_args"])
+    record_job(target, flags["run_dir"], parsable, script, recipe_beside(script), flags["sbatch_args"])
     click.echo(parsable.split(";", 1)[0])
 
 

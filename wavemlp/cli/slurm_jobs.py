@@ -9,18 +9,17 @@ from typing import Dict, List, Optional, Sequence
 import click
 
 from ..render import jobs
-from ..render.target import load_target
+from ..render.target import Target
 
 POLL_S = 0.5  # how often `logs --follow` and `cancel` ask Slurm
 
 
-def record_job(recipe: str, sets: Sequence[str], site: Optional[str], run_dir: Optional[str], parsable: str,
-               script: Path, resolved_recipe: Path, sbatch_args: Sequence[str] = ()) -> None:
+def record_job(target: Target, run_dir: Optional[str], parsable: str, script: Path, resolved_recipe: Path,
+               sbatch_args: Sequence[str] = ()) -> None:
     """After ``sbatch``: job.json in the run folder (``--run-dir``, else the script's default, from here).
 
     The job is submitted already, so a folder that cannot be written is a warning, not an error."""
     job_id = parsable.split(";", 1)[0]
-    target = load_target(recipe, sets, site)
     folder = Path(run_dir) if run_dir else Path(target.run_name() + "-" + job_id)
     try:
         jobs.record_submission(folder, parsable, script, str(resolved_recipe), target.site.name or None, Path.cwd(),

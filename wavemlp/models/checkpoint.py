@@ -16,9 +16,8 @@ import torch
 import torch.nn as nn
 
 from ..errors import KitError
-from ..resources import cache_dir
+from ..resources import PRETRAINED_DIR_ENV, cache_dir
 
-PRETRAINED_DIR_ENV = "WAVEMLP_PRETRAINED_DIR"
 RELEASE_HINT = "the authors' release of Wave-MLP (github.com/huawei-noah/Efficient-AI-Backbones, wavemlp_pytorch)"
 _SHOW = 5  # keys shown per category in a mismatch message
 

@@ -7,11 +7,12 @@ import os
 import re
 import shutil
 import subprocess
-from typing import List, NamedTuple, Optional, Sequence, Tuple
+from typing import List, NamedTuple, Optional, Sequence
 
+from ..resources import PRETRAINED_DIR_ENV
 from ..vendors import vendor
 from .quoting import RenderError, job_name, quote, sbatch_value, signal_name
-from .target import PRETRAINED_DIR_ENV, Target, check_mounts
+from .target import POSIX_NAME, Target, check_mounts
 from .templates import render
 
 TEMPLATE = "job.sbatch.j2"
@@ -111,20 +112,16 @@ def _mountable(path: str, source: str) -> str:
     return path
 
 
-def job_mounts(target: Target, recipe_path: str) -> List[Tuple[str, str]]:
-    """(mount, why) for every host path a training job reads: each at its own path, so the resolved
+def job_mounts(target: Target, recipe_path: str) -> List[str]:
+    """A read-only mount for every host path a training job reads, each at its own path, so the resolved
     recipe needs no rewriting inside the container (the run and submit folders are added at run time)."""
     r = target.recipe
-    out = [(_mountable(r.data.path, "data.path") + ":" + r.data.path + ":ro", "data.path")]
-    out.append((_mountable(recipe_path, "the resolved recipe") + ":" + recipe_path + ":ro", "the resolved recipe"))
+    paths = [("data.path", r.data.path), ("the resolved recipe", recipe_path)]
     if r.model.initial_checkpoint:
-        path = os.path.abspath(r.model.initial_checkpoint)
-        out.append((_mountable(path, "model.initial_checkpoint") + ":" + path + ":ro", "model.initial_checkpoint"))
-    pretrained = r.env.get(PRETRAINED_DIR_ENV, "")
-    if pretrained:
-        out.append((_mountable(pretrained, "env." + PRETRAINED_DIR_ENV) + ":" + pretrained + ":ro",
-                    "env." + PRETRAINED_DIR_ENV))
-    return out
+        paths.append(("model.initial_checkpoint", os.path.abspath(r.model.initial_checkpoint)))
+    if r.env.get(PRETRAINED_DIR_ENV):
+        paths.append(("env." + PRETRAINED_DIR_ENV, r.env[PRETRAINED_DIR_ENV]))
+    return ["{0}:{0}:ro".format(_mountable(path, source)) for source, path in paths]
 
 
 def sbatch_context(target: Target, opts: SlurmOptions) -> dict:
@@ -171,7 +168,7 @@ def sbatch_context(target: Target, opts: SlurmOptions) -> dict:
     extra += [check_sbatch_arg(a, "--sbatch-arg") for a in opts.sbatch_args]
     export = []
     for name in site.export:
-        if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name):
+        if not POSIX_NAME.fullmatch(name):
             raise RenderError("{}: export: {} is not a variable name".format(site_src, quote(name)))
         export.append(name)
 
@@ -185,7 +182,7 @@ def sbatch_context(target: Target, opts: SlurmOptions) -> dict:
         mounts += check_mounts(site.mounts, site_src + ": mounts")
         # The job's paths, unless a mount above brings them in at their own path already.
         same_path = [m.split(":")[0] for m in mounts if m.split(":")[0] == m.split(":")[1]]
-        for m, _ in job_mounts(target, opts.recipe_path):
+        for m in job_mounts(target, opts.recipe_path):
             path = m.split(":")[0]
             if not any(path == s or path.startswith(s.rstrip("/") + "/") for s in same_path):
                 mounts.append(m)

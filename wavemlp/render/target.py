@@ -20,7 +20,7 @@ from ..recipe import (
     load_site,
     shipped_recipes,
 )
-from ..resources import cache_dir
+from ..resources import PRETRAINED_DIR_ENV, cache_dir
 from ..vendors import recipe_vendor
 from .quoting import RenderError, quote
 
@@ -34,9 +34,7 @@ _LAUNCHER_OWNED = {"RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "GROU
 _LAUNCHER_PREFIXES = ("SLURM_", "SBATCH_", "SALLOC_", "SRUN_", "TORCHELASTIC_")
 # What the batch shell and the container runtimes need to find programs, libraries and the user's home.
 _PROCESS_OWNED = {"PATH", "HOME", "SHELL", "USER", "PWD", "OLDPWD"}
-# models/checkpoint.py's variable (this side may not import torch, which that module does).
-PRETRAINED_DIR_ENV = "WAVEMLP_PRETRAINED_DIR"
-_POSIX_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+POSIX_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 
 class Target(NamedTuple):
@@ -106,7 +104,7 @@ def check_env(env: Dict[str, str], source: str = "") -> None:
     """Names a script may export: POSIX, and not read by the shell, the loader or the launcher."""
     prefix = source + ": " if source else ""
     for name in env:
-        if not _POSIX_NAME.fullmatch(name):
+        if not POSIX_NAME.fullmatch(name):
             raise RenderError("{}env.{}: not a POSIX variable name (letters, digits, _)".format(prefix, quote(name)))
         if name in _PROCESS_OWNED or name.startswith("LD_"):
             raise RenderError(
